@@ -1,0 +1,217 @@
+"""Run ONNX and TFLite models on the host behind one small interface.
+
+`open_model(path)` gives a runner with `.inputs`, `.outputs` (TensorSpecs) and
+`.run(feeds) -> list[np.ndarray]`. PyTorch sources (builtin:, .pt2, HF folders) get a
+runner with the same interface from `toolkit.sources`; `open_any` picks the right one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import BadInput, Unsupported, missing_library
+
+Dim = int | str | None
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    shape: list[Dim]
+    dtype: str  # numpy dtype name, e.g. "float32", "int64"
+
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) and d > 0 for d in self.shape)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+_ONNX_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+class OnnxRunner:
+    format = "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise missing_library("onnxruntime") from None
+        from toolkit.safety import check_onnx_file
+
+        check_onnx_file(path)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises several unrelated types
+            raise BadInput(f"{path}: onnxruntime cannot load it: {_first_line(error)}") from None
+        self.path = path
+        self.inputs = [_onnx_spec(arg) for arg in self.session.get_inputs()]
+        self.outputs = [_onnx_spec(arg) for arg in self.session.get_outputs()]
+        self.provider = self.session.get_providers()[0]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self.session.run(None, feeds)
+        except Exception as error:
+            raise BadInput(f"{self.path.name}: inference failed: {_first_line(error)}") from None
+
+
+def _onnx_spec(arg) -> TensorSpec:
+    shape = [d if isinstance(d, int) else (d if isinstance(d, str) else None) for d in arg.shape]
+    return TensorSpec(arg.name, shape, _ONNX_TYPES.get(arg.type, arg.type))
+
+
+class TfliteRunner:
+    format = "tflite"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise missing_library("ai-edge-litert") from None
+        from toolkit.safety import check_tflite_file
+
+        check_tflite_file(path)
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
+            self.interpreter.allocate_tensors()
+        except Exception as error:
+            raise BadInput(f"{path}: the TFLite interpreter cannot load it: {_first_line(error)}") from None
+        self.path = path
+        details = self.interpreter.get_input_details()
+        self._input_details = details
+        self._output_details = self.interpreter.get_output_details()
+        self.inputs = [_tflite_spec(d) for d in details]
+        self.outputs = [_tflite_spec(d) for d in self._output_details]
+        self.provider = "XNNPACK/CPU"
+        self._allocated_shapes = {d["index"]: tuple(d["shape"]) for d in details}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        interpreter = self.interpreter
+        try:
+            resized = False
+            for detail in self._input_details:
+                array = _feed_for(feeds, detail)
+                if tuple(array.shape) != self._allocated_shapes[detail["index"]]:
+                    interpreter.resize_tensor_input(detail["index"], list(array.shape))
+                    self._allocated_shapes[detail["index"]] = tuple(array.shape)
+                    resized = True
+            if resized:
+                interpreter.allocate_tensors()
+            for detail in self._input_details:
+                array = _quantize_input(_feed_for(feeds, detail), detail)
+                interpreter.set_tensor(detail["index"], array)
+            interpreter.invoke()
+            return [_dequantize_output(interpreter.get_tensor(d["index"]), d) for d in self._output_details]
+        except BadInput:
+            raise
+        except Exception as error:
+            raise BadInput(f"{self.path.name}: inference failed: {_first_line(error)}") from None
+
+
+def _feed_for(feeds: dict[str, np.ndarray], detail) -> np.ndarray:
+    name = _tflite_name(detail)
+    if name in feeds:
+        return np.asarray(feeds[name])
+    if len(feeds) == 1:
+        return np.asarray(next(iter(feeds.values())))
+    raise BadInput(f"no data for the TFLite input {name!r} (have {sorted(feeds)})")
+
+
+def _tflite_name(detail) -> str:
+    name = detail["name"]
+    # litert-torch names inputs "serving_default_args_0:0"; keep the argument's name.
+    if name.startswith("serving_default_"):
+        name = name[len("serving_default_") :]
+    return name.split(":")[0]
+
+
+def _tflite_spec(detail) -> TensorSpec:
+    signature = list(detail.get("shape_signature", detail["shape"]))
+    shape = [int(d) if d >= 0 else None for d in signature]
+    dtype = np.dtype(detail["dtype"]).name
+    scale, _ = detail.get("quantization", (0.0, 0))
+    if scale:  # a quantized I/O tensor: the runner takes and gives float32
+        dtype = "float32"
+    return TensorSpec(_tflite_name(detail), shape, dtype)
+
+
+def _quantize_input(array: np.ndarray, detail) -> np.ndarray:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    target = np.dtype(detail["dtype"])
+    if scale and target.kind in "iu":
+        info = np.iinfo(target)
+        return np.clip(np.round(array / scale + zero_point), info.min, info.max).astype(target)
+    return array.astype(target, copy=False)
+
+
+def _dequantize_output(array: np.ndarray, detail) -> np.ndarray:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    if scale and array.dtype.kind in "iu":
+        return (array.astype(np.float32) - zero_point) * scale
+    return array
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]
+
+
+def open_model(path: str | Path, threads: int | None = None):
+    """A runner for an .onnx or .tflite file (or the artifact folder holding one)."""
+    from toolkit.artifacts import resolve_model
+
+    path = resolve_model(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return OnnxRunner(path, threads)
+    if suffix == ".tflite":
+        return TfliteRunner(path, threads)
+    raise Unsupported(f"{path}: cannot run a {suffix or 'suffix-less'} file here (use .onnx or .tflite)")
+
+
+def open_any(spec: str | Path, threads: int | None = None, **source_options):
+    """A runner for any model spec: ONNX/TFLite files run as they are; PyTorch sources in torch."""
+    text = str(spec)
+    path = Path(text)
+    if path.suffix.lower() in (".onnx", ".tflite") or (
+        path.is_dir() and any((path / name).is_file() for name in ("model.onnx", "model.tflite"))
+    ):
+        return open_model(path, threads)
+    from toolkit.sources import load_source
+
+    return load_source(text, **source_options).runner()
+
+
+def run_batched(runner, inputs: dict[str, np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
+    """Run a dataset through a runner in batches and concatenate the outputs.
+
+    A model whose batch axis is fixed (e.g. 1) is run one example at a time.
+    """
+    fixed = [spec.shape[0] for spec in runner.inputs if spec.shape and isinstance(spec.shape[0], int)]
+    if fixed:
+        batch_size = max(1, min(fixed))
+    count = len(next(iter(inputs.values())))
+    chunks: list[list[np.ndarray]] = []
+    for start in range(0, count, batch_size):
+        feeds = {name: array[start : start + batch_size] for name, array in inputs.items()}
+        chunks.append(runner.run(feeds))
+    return [np.concatenate([chunk[i] for chunk in chunks]) for i in range(len(chunks[0]))]
