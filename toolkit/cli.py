@@ -117,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_entry() -> None:  # pragma: no cover - console script wrapper
-    sys.exit(main())
+    """The console script: model-touching commands run in a supervised child (isolation.py)."""
+    from toolkit.isolation import entry
+
+    sys.exit(entry())
 
 
 if __name__ == "__main__":  # pragma: no cover

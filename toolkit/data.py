@@ -25,7 +25,9 @@ class Dataset:
     meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(next(iter(self.inputs.values()))) if self.inputs else 0
+        # A 0-d array is a scalar input (e.g. a step counter) shared by every example.
+        lengths = [array.shape[0] for array in self.inputs.values() if np.ndim(array) > 0]
+        return min(lengths) if lengths else (1 if self.inputs else 0)
 
     def take(self, count: int) -> Dataset:
         labels = None if self.labels is None else self.labels[:count]

@@ -1,0 +1,118 @@
+"""Latency and memory of a model on a device: measured through the device's transport
+(the same runner everywhere), or estimated from the graph and the device profile.
+
+The result carries what the break-even report needs: the model (path, sha256, size), the
+device with its power figures (each with its source or marked estimate), and `latency_ms`
+{p50, p90, p99, mean, std, min, max}. `complete` is False when a run was cut short.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+from toolkit.errors import DeviceError, GateFailed
+
+
+def model_record(path: Path) -> dict:
+    from toolkit.artifacts import sha256_file
+
+    return {"path": str(path), "format": path.suffix.lower().lstrip("."), "sha256": sha256_file(path),
+            "size_bytes": path.stat().st_size}
+
+
+def device_record(profile) -> dict:
+    return {"name": profile.name, "kind": profile.kind, "description": profile.description,
+            "transport": profile.transport.get("type"), "power_w": profile.power_w(),
+            "unit_price_usd": profile.figure("unit_price_usd")}
+
+
+def bench(model, *, device: str = "localhost", runs: int = 50, warmup: int = 5, threads: int | None = None,
+          estimate: bool = False, profiles_dir=None, benchmark_binary: str | None = None,
+          timeout: float = 600) -> dict:
+    """Measure (or with `estimate=True`, estimate) a model's latency on a device.
+
+    A measurement cut short (the connection lost mid-run) raises DeviceError whose
+    `.partial` holds the timings that arrived, marked `complete: False`.
+    """
+    from toolkit.artifacts import resolve_model
+    from toolkit.devices import bench_on_device, get_profile
+
+    profile = get_profile(device, profiles_dir)
+    path = resolve_model(model)
+    record = {"model": model_record(path), "device": device_record(profile),
+              "host": {"platform": platform.platform(), "python": platform.python_version()},
+              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if estimate:
+        from toolkit.estimate import estimate as estimate_model
+
+        figures = estimate_model(path, profile)
+        latency = figures["latency"] or {}
+        record.update({k: v for k, v in figures.items() if k not in ("model", "device")})
+        record.update(mode="estimate", estimate=True, complete=True)
+        record["model"].update(precision=figures["model"]["precision"])
+        record["latency_ms"] = {"p50": latency.get("latency_ms"), "mean": latency.get("latency_ms")}
+        return record
+    measured = bench_on_device(path, device, runs=runs, warmup=warmup, threads=threads, profiles_dir=profiles_dir,
+                               benchmark_binary=benchmark_binary, timeout=timeout)
+    measured.pop("device", None)
+    record.update(measured)
+    record.update(mode="measured", estimate=False)
+    if not record.get("complete"):
+        error = DeviceError(f"{record.get('error', 'the run did not finish')}; "
+                            f"{record.get('runs', 0)} of {runs} runs arrived (result marked incomplete)")
+        error.partial = record
+        raise error
+    return record
+
+
+def check_fit(record: dict) -> None:
+    """A gate: an estimate that does not fit the device is exit 1."""
+    fit = record.get("fit") or {}
+    if fit and not fit.get("fits", True):
+        reasons = []
+        if not fit.get("fits_ram"):
+            reasons.append(f"needs {fit['ram_needed_mb']:.3g} MB of RAM, the device has {fit['ram_mb']:.3g} MB")
+        if not fit.get("fits_storage"):
+            reasons.append(f"the {fit['model_mb']:.3g} MB model exceeds {fit['storage_mb']:.3g} MB of storage/flash")
+        raise GateFailed(f"the model does not fit {record['device']['name']}: {'; '.join(reasons)}")
+
+
+def human_summary(record: dict) -> str:
+    model = record["model"]
+    lines = [f"model   {model['path']} ({model['format']}, {model['size_bytes'] / 1024:.1f} KiB)",
+             f"device  {record['device']['name']} ({record['device']['kind']})"]
+    if record.get("estimate"):
+        latency = record.get("latency") or {}
+        fit = record["fit"]
+        lines += [
+            f"ESTIMATE ({record['why']})",
+            f"params  {record['parameters']:,}   FLOPs {record['flops']:,}   MACs {record['macs']:,}   "
+            f"precision {model.get('precision')}",
+            f"memory  activations peak {fit['activation_peak_mb']:.3f} MB; needs {fit['ram_needed_mb']:.3f} MB of "
+            f"{fit['ram_mb']} MB RAM -> {'fits' if fit['fits'] else 'DOES NOT FIT'}",
+        ]
+        for row in record.get("latency_by_accelerator", []):
+            lines.append(f"latency {row['latency_ms']:.4g} ms on {row['accelerator']} ({row['precision']} peak "
+                         f"{row['peak_gops']:g} GOPS, {row['memory_bandwidth_gbps']:g} GB/s): {row['bound']}-bound")
+        return "\n".join(lines)
+    latency = record["latency_ms"]
+    runtime = record.get("runtime") or {}
+    lines += [
+        f"runtime {runtime.get('name')} {runtime.get('version')} via {record.get('delegate')}, threads "
+        f"{record.get('threads')}",
+        f"latency p50 {latency['p50']:.4g} ms  p90 {_fmt(latency.get('p90'))}  p99 {_fmt(latency.get('p99'))}  "
+        f"mean {latency['mean']:.4g} ± {_fmt(latency.get('std'))} ms over {record.get('runs')} runs "
+        f"(warm-up {record.get('warmup')})",
+        f"load    {_fmt(record.get('load_ms'))} ms; first inference {_fmt(record.get('first_inference_ms'))} ms; "
+        f"peak RSS {_fmt(record.get('peak_rss_mb') or record.get('peak_memory_mb'))} MB",
+    ]
+    if record.get("drift"):
+        lines.append(f"DRIFT   the last third of runs was {record['drift_ratio']:.2f}x the first third "
+                     f"(throttling or contention): do not publish this number")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "n/a"

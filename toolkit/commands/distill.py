@@ -1,0 +1,79 @@
+"""`edgeward distill`: a thin layer over `toolkit.distill.distill`."""
+
+from __future__ import annotations
+
+import click
+
+EPILOG = """\b
+Examples:
+  edgeward distill --teacher builtin:digits-cnn --student shrink:0.5 -o exported/digits-student
+  edgeward distill --teacher builtin:digits-cnn --student shrink:0.5 --baseline -o exported/digits-student
+  edgeward distill --teacher builtin:digits-cnn --student builtin:digits-mlp --data builtin:digits:train
+  edgeward distill --teacher ./bert-folder --student layers:2 --data train.npz --val test.npz -o exported/bert-2l
+  edgeward distill --teacher model.onnx --student mypkg.nets:small --data train.npz -o exported/small
+  edgeward export exported/digits-student --to onnx      # the student is a SOURCE for export
+
+\b
+SPEC: shrink:F (a builtin digits teacher's family, width times F), builtin:NAME
+(digits-cnn, digits-mlp), package.module:factory, or layers:N for a Hugging Face
+encoder teacher (N layers taken from every k-th teacher layer, DistilBERT-style).
+DATA: builtin:digits[:train|:test] or an .npz with arrays named after the inputs
+(input_ids, attention_mask for text) and optional labels; without labels the
+student learns from the teacher alone. With a digits teacher --data defaults to
+builtin:digits:train and --val to builtin:digits:test; otherwise 10% of DATA is
+held out for early stopping unless --val is given.
+"""
+
+
+@click.command("distill", epilog=EPILOG)
+@click.option("--teacher", required=True, metavar="SOURCE", help="The large model: builtin:, HF folder, artifact, .onnx …")
+@click.option("--student", required=True, metavar="SPEC", help="shrink:F | layers:N | builtin:NAME | pkg.module:factory")
+@click.option("--data", metavar="DATA", help="Training data (default builtin:digits:train for digits teachers).")
+@click.option("--val", metavar="DATA", help="Validation data for early stopping and the reported accuracies.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(), help="Output artifact folder.")
+@click.option("--epochs", default=30, show_default=True, type=int, help="At most this many epochs.")
+@click.option("--lr", default=3e-3, show_default=True, type=float, help="Adam learning rate.")
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--temperature", default=4.0, show_default=True, type=float, help="Softening temperature T (> 0).")
+@click.option("--alpha", default=0.7, show_default=True, type=float,
+              help="Weight of the distillation loss; 1 - alpha goes to the labels.")
+@click.option("--patience", default=5, show_default=True, type=int, help="Stop after this many epochs without gain.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--baseline", is_flag=True, help="Also train the same student on labels alone, to compare.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+def command(teacher, student, data, val, out_dir, epochs, lr, batch_size, temperature, alpha, patience, seed,
+            baseline, force):
+    """Distill a teacher into a smaller student (Hinton knowledge distillation)."""
+    from toolkit.console import emit
+    from toolkit.distill import distill
+    from toolkit.errors import BadInput
+
+    if data is None:
+        if teacher.removeprefix("builtin:") not in ("digits-cnn", "digits-mlp"):
+            raise BadInput("--data is required for this teacher (builtin:digits:train is the default only for digits)")
+        data = "builtin:digits:train"
+    result = distill(teacher, student, data, val=val, epochs=epochs, lr=lr, batch_size=batch_size,
+                     temperature=temperature, alpha=alpha, seed=seed, patience=patience, baseline=baseline,
+                     out_dir=out_dir, force=force)
+    emit(result.summary(), _human(result))
+
+
+def _human(result) -> str:
+    def pct(value):
+        return "n/a" if value is None else f"{value:.2%}"
+
+    share = result.student_parameters / result.teacher_parameters if result.teacher_parameters else None
+    lines = [
+        f"{result.out_dir}: student {result.student_parameters:,} parameters"
+        + (f" ({share:.1%} of the teacher's {result.teacher_parameters:,})" if share else ""),
+        f"accuracy on {result.val_name}: teacher {pct(result.teacher_accuracy)}, "
+        f"student {pct(result.student_accuracy)} (agrees with the teacher on {pct(result.agreement)}; "
+        f"best epoch {result.best_epoch})",
+    ]
+    if result.baseline_student is not None:
+        gain = None
+        if result.student_accuracy is not None and result.baseline_accuracy is not None:
+            gain = (result.student_accuracy - result.baseline_accuracy) * 100
+        lines.append(f"label-only baseline: {pct(result.baseline_accuracy)}"
+                     + ("" if gain is None else f" (distillation {gain:+.2f} points)"))
+    return "\n".join(lines)

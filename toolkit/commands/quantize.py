@@ -1,0 +1,104 @@
+"""`edgeward quantize`: a thin layer over `toolkit.quantize.quantize` (and E3's auto mode)."""
+
+from __future__ import annotations
+
+import click
+
+from toolkit.errors import BadInput
+
+EPILOG = """\b
+Examples:
+  edgeward quantize --list-modes
+  edgeward quantize exported/digits-onnx --mode dynamic-int8
+  edgeward quantize exported/digits-onnx --mode static-int8 --calibration builtin:digits:train -o exported/digits-int8
+  edgeward quantize model.onnx --mode static-int8 --calibration calib.npz --method entropy
+  edgeward quantize exported/digits-tflite --mode weight-int4 --force
+  edgeward quantize exported/digits-onnx --mode auto --data builtin:digits:test --max-drop 1
+
+\b
+MODEL is an .onnx/.tflite file or an artifact folder. An .npz for --calibration holds
+one array per model input, named after it, first axis = examples. The default output
+folder is exported/<name>-<mode>.
+"""
+
+
+@click.command("quantize", epilog=EPILOG)
+@click.argument("model", required=False)
+@click.option("--mode", "-m", help="Quantization mode (see --list-modes), or auto.")
+@click.option("--calibration", "-c", metavar="DATA", help="Calibration data: builtin:digits:train or an .npz.")
+@click.option("--method", default="minmax", show_default=True,
+              type=click.Choice(["minmax", "entropy", "percentile"]), help="Calibration method (static modes).")
+@click.option("--per-tensor", is_flag=True, help="One scale per tensor instead of per channel.")
+@click.option("--calibration-size", default=256, show_default=True, type=int, help="Calibration examples used.")
+@click.option("--exclude", "exclude_nodes", multiple=True, metavar="NODE", help="Keep this node in float (repeatable).")
+@click.option("-o", "--output", "out_dir", type=click.Path(), help="Output artifact folder.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--list-modes", is_flag=True, help="Print which modes apply to which format, and exit.")
+@click.option("--data", metavar="DATA", help="auto: labelled evaluation data (builtin:digits:test or an .npz).")
+@click.option("--max-drop", type=float, default=1.0, show_default=True, help="auto: accuracy points it may lose.")
+@click.option("--min-agreement", type=float, help="auto: least top-1 agreement with the original (0..1).")
+@click.option("--budget", "budget_s", type=float, default=300, show_default=True, help="auto: seconds to spend.")
+def command(model, mode, calibration, method, per_tensor, calibration_size, exclude_nodes, out_dir, force,
+            list_modes, data, max_drop, min_agreement, budget_s):
+    """Quantize an ONNX or TFLite model (int8, fp16, int4, auto) into an artifact folder."""
+    from toolkit.console import emit, verbose
+
+    if list_modes:
+        from toolkit.quantize.modes import modes_table
+
+        rows = modes_table()
+        emit({"modes": rows}, _modes_text(rows))
+        return
+    if not model:
+        raise BadInput("give a MODEL (an .onnx/.tflite file or artifact folder), or --list-modes")
+    if not mode:
+        raise BadInput("give --mode (edgeward quantize --list-modes shows them)")
+    if mode == "auto":
+        _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, force)
+        return
+    if data:
+        raise BadInput("--data is for --mode auto; static modes take --calibration DATA")
+    from toolkit.quantize import quantize
+
+    verbose(f"quantizing {model} ({mode}) ...")
+    result = quantize(
+        model, mode, out_dir, calibration=calibration, method=method, per_channel=not per_tensor,
+        calibration_size=calibration_size, exclude_nodes=list(exclude_nodes), force=force,
+    )
+    emit(
+        result.as_dict(),
+        f"{result.mode} {result.format}: {result.model_path} "
+        f"({_kib(result.size_bytes)} vs {_kib(result.float_size_bytes)} float, {result.size_ratio:.2f}x)",
+    )
+
+
+def _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, force) -> None:
+    """Hand over to the accuracy-gated search; nothing passing the gates is exit 1."""
+    from toolkit.console import emit
+    from toolkit.errors import GateFailed
+    from toolkit.quantize import default_out_dir
+
+    if not data:
+        raise BadInput("--mode auto needs --data DATA (labelled data to compare against the original)")
+    from toolkit.quantize.auto import auto_quantize
+
+    result = auto_quantize(
+        model, out_dir or default_out_dir(model, "auto"), data=data, max_drop=max_drop,
+        min_agreement=min_agreement, budget_s=budget_s, calibration=calibration, force=force,
+    )
+    emit(result.as_dict(), result.summary())
+    if not result.passed:
+        raise GateFailed(result.failure_line())
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:.1f} KiB"
+
+
+def _modes_text(rows: list[dict]) -> str:
+    width = max(len(row["mode"]) for row in rows)
+    lines = []
+    for row in rows:
+        needs = "--data" if row["mode"] == "auto" else ("calibration" if row["calibration"] else "no data")
+        lines.append(f"{row['format']:<12} {row['mode']:<{width}}  {needs:<12} {row['description']}")
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""`edgeward validate`: a thin layer over `toolkit.validate.validate`; a failed gate is exit 1."""
+
+from __future__ import annotations
+
+import click
+
+EPILOG = """\b
+Examples:
+  edgeward validate exported/digits-int8 --reference builtin:digits-cnn --data builtin:digits:test
+  edgeward validate model-int8.onnx --reference model.onnx --data eval.npz --per-layer -o reports/int8
+  edgeward validate exported/bert-tflite --reference exported/bert --data eval.npz \\
+      --shapes input_ids=1x64,1x32 --min-agreement 0.98
+  edgeward validate exported/digits-int8 --reference builtin:digits-cnn --data builtin:digits:test --device pi5
+
+\b
+Gates (a gate that fails is exit 1, naming the figure and the bar):
+  --max-drop 1.0       top-1 accuracy may fall by at most 1 point (needs labels)
+  --min-agreement 0.99 the candidate's argmax agrees with the reference on 99% of examples
+  --min-sqnr 20        every float output's signal-to-quantization-noise ratio is >= 20 dB
+Turn one off with --no-gate drop|agreement|sqnr.
+
+\b
+CANDIDATE and --reference take an .onnx/.tflite file, an artifact folder, or a PyTorch
+source (builtin:digits-cnn, a .pt2, a Hugging Face folder). DATA is builtin:digits[:test]
+or an .npz with one array per model input (named after it) and optional `labels`.
+"""
+
+
+@click.command("validate", epilog=EPILOG.replace(
+    "Turn one off with --no-gate drop|agreement|sqnr.",
+    "Turn one off with --no-gate drop|agreement|sqnr."))
+@click.argument("candidate")
+@click.option("--reference", "-r", required=True, metavar="SOURCE", help="The original model to compare against.")
+@click.option("--data", "-d", required=True, metavar="DATA", help="builtin:digits[:test] or an .npz (labels optional).")
+@click.option("-o", "--output", "out_dir", type=click.Path(), help="Write report.json, report.md and charts here.")
+@click.option("--max-drop", type=float, default=1.0, show_default=True, metavar="PTS",
+              help="Largest accuracy drop allowed, in points.")
+@click.option("--min-agreement", type=float, default=0.99, show_default=True, metavar="F",
+              help="Least argmax agreement with the reference (0..1).")
+@click.option("--min-sqnr", type=float, default=20.0, show_default=True, metavar="DB",
+              help="Least SQNR of every float output, in dB.")
+@click.option("--no-gate", "no_gates", multiple=True, type=click.Choice(["drop", "agreement", "sqnr"]),
+              help="Turn a gate off (repeatable).")
+@click.option("--shapes", multiple=True, metavar="NAME=AxB[,CxD]",
+              help="Also run both models on random data at these shapes (repeatable).")
+@click.option("--per-layer", is_flag=True, help="Per-node error against the float parent (ONNX or TFLite).")
+@click.option("--top", type=int, default=10, show_default=True, help="How many worst nodes to list.")
+@click.option("--device", metavar="NAME", help="Run the candidate on this device (see edgeward devices list).")
+@click.option("--batch-size", type=int, default=256, show_default=True,
+              help="Examples per run (dynamic quantization's scales depend on it; 1 = one request at a time).")
+@click.option("--no-record", is_flag=True, help="Do not write the result into the candidate's manifest.")
+def command(candidate, reference, data, out_dir, max_drop, min_agreement, min_sqnr, no_gates, shapes, per_layer,
+            top, device, batch_size, no_record):
+    """Compare CANDIDATE with its reference on DATA: accuracy, agreement, error and gates."""
+    from toolkit.console import emit
+    from toolkit.errors import GateFailed
+    from toolkit.validate import validate
+
+    report = validate(
+        candidate, reference, data,
+        max_drop=None if "drop" in no_gates else max_drop,
+        min_agreement=None if "agreement" in no_gates else min_agreement,
+        min_sqnr=None if "sqnr" in no_gates else min_sqnr,
+        shapes=list(shapes), device=device, per_layer=per_layer, top=top, out_dir=out_dir,
+        record=not no_record, batch_size=batch_size,
+    )
+    emit(report.to_dict(), summary_text(report, out_dir))
+    if not report.passed:
+        raise GateFailed(f"validation failed: {report.failure_line()}")
+
+
+def summary_text(report, out_dir) -> str:
+    from toolkit.reports.validation import per_layer_text
+
+    lines = [f"{report.candidate} vs {report.reference} on {report.data} ({report.samples} examples)"]
+    for m in report.outputs:
+        parts = []
+        if m.candidate_accuracy is not None:
+            parts.append(f"accuracy {m.candidate_accuracy:.2%} vs {m.reference_accuracy:.2%} "
+                         f"(drop {m.drop:.2f} points)")
+        if m.agreement is not None:
+            parts.append(f"agreement {m.agreement:.4f}")
+        parts.append(f"SQNR {m.sqnr_db:.2f} dB" if m.sqnr_db == m.sqnr_db else "SQNR nan")
+        parts.append(f"max abs error {m.max_abs_error:.4g}")
+        parts.append(f"cosine {m.cosine:.6f}")
+        if m.nonfinite:
+            parts.append(f"{m.nan} NaN, {m.inf} Inf")
+        lines.append(f"  {m.name}: " + ", ".join(parts))
+    for gate in report.gates:
+        lines.append(f"  [{'pass' if gate.passed else 'FAIL'}] {gate.describe()}")
+    if report.per_layer is not None:
+        lines.append(per_layer_text(report.per_layer))
+    if out_dir:
+        lines.append(f"report: {out_dir}/report.md")
+    lines.append("PASSED" if report.passed else "FAILED")
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""Fill a scenario's measured figures from `edgeward bench --json` files.
+
+A bench on the edge device gives the latency (p50) and the device's power; a bench on
+the cloud instance the scenario names gives its throughput (1000 / p50 ms, one stream,
+a floor for a batched server). A bench of another model than the scenario names is
+refused: its figures would price the wrong thing.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import PurePath
+
+from toolkit.costs.bench_input import BenchRecord
+
+
+def model_matches(model: dict, bench: BenchRecord) -> bool | None:
+    """True/False when the bench says which model it measured, None when it cannot tell."""
+    wanted_sha = (model.get("sha256") or "").lower()
+    if wanted_sha and bench.model_sha256:
+        shorter = min(len(wanted_sha), len(bench.model_sha256))
+        return shorter >= 12 and wanted_sha[:shorter] == bench.model_sha256[:shorter]
+    name = (model.get("name") or "").lower()
+    if name:
+        names = bench.names()
+        if not names:
+            return None
+        return name in names or PurePath(name).stem in names or PurePath(name).name in names
+    return None
+
+
+def apply_benches(parser, model: dict | None) -> None:
+    """Check each bench against the scenario and write its figures into parser.values."""
+    if not parser.benches:
+        return
+    values, sources = parser.values, parser.sources
+    wanted = model and (model.get("name") or model.get("sha256"))
+    for bench in parser.benches:
+        if model:
+            match = model_matches(model, bench)
+            if match is False:
+                parser.problems.append(
+                    f"--bench {bench.path} measured model {bench.model_label()} but the scenario names "
+                    f"model {wanted!r}")
+            elif match is None:
+                parser.notes.append(f"--bench {bench.path} does not say which model it measured: not checked")
+    edge_device = parser.device_name
+    cloud_entry = parser._cloud_entry
+    cloud_names = {cloud_entry.name.lower(), *(a.lower() for a in cloud_entry.aliases)} if cloud_entry else set()
+    edge_benches, cloud_benches = [], []
+    for bench in parser.benches:
+        device = (bench.device or "").lower()
+        if values.get("cloud_mode") == "instances" and (device in cloud_names or bench.device_kind == "cloud"):
+            cloud_benches.append(bench)
+        elif edge_device and bench.device and bench.device != edge_device:
+            parser.problems.append(f"--bench {bench.path} was measured on {bench.device!r} but edge.device is "
+                                   f"{edge_device!r}")
+        else:
+            edge_benches.append(bench)
+    if len(edge_benches) > 1:
+        devices = ", ".join(sorted({b.device or "?" for b in edge_benches}))
+        parser.problems.append(f"--bench: {len(edge_benches)} files for the edge device ({devices}); give one, "
+                               "or name edge.device")
+        return
+    if len(cloud_benches) > 1:
+        parser.problems.append(f"--bench: {len(cloud_benches)} files for the cloud instance; give one")
+        return
+    if edge_benches:
+        _edge(parser, edge_benches[0], edge_device)
+    if cloud_benches:
+        bench = cloud_benches[0]
+        values["throughput_rps"] = Decimal(1000) / bench.latency_ms
+        sources["throughput_rps"] = (f"bench {bench.path}: 1000 / p50 {bench.latency_ms} ms on {bench.device} "
+                                     "(one stream)")
+
+
+def _edge(parser, bench: BenchRecord, edge_device: str | None) -> None:
+    values, sources = parser.values, parser.sources
+    how = "estimated" if bench.estimate else "measured"
+    values["latency_ms"] = bench.latency_ms
+    sources["latency_ms"] = f"bench {bench.path}: p50 {how} on {bench.device or 'the device'}"
+    scenario_power = sources.get("power_w", "").startswith("scenario")
+    if bench.power_w is not None and not scenario_power:
+        values["power_w"] = bench.power_w
+        sources["power_w"] = f"bench {bench.path}: {bench.power_source}"
+    elif "power_w" not in values and bench.device and not edge_device:
+        from toolkit.costs.profiles import device_profile
+        from toolkit.errors import BadInput
+
+        try:
+            profile = device_profile(bench.device)
+        except BadInput:
+            profile = None
+        if profile and profile.power_w is not None:
+            values["power_w"] = profile.power_w
+            sources["power_w"] = f"device profile {bench.device} power ({profile.power_source})"
+    if "model_size_mb" not in values and bench.model_bytes:
+        values["model_size_mb"] = Decimal(bench.model_bytes) / Decimal(1_000_000)
+        sources["model_size_mb"] = f"bench {bench.path}: model file size"

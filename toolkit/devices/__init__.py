@@ -1,0 +1,228 @@
+"""Devices: profiles, and running models on them through a transport.
+
+    get_profile(name, profiles_dir=None) -> Profile
+    list_profiles(profiles_dir=None) -> (profiles, problems)
+    check_device(name, profiles_dir=None) -> dict
+    run_on_device(model_path, inputs, device, ...) -> list[np.ndarray]   (validate --device)
+    bench_on_device(model_path, device, ...) -> dict                     (runner JSON + complete)
+
+The host copies `runner.py`, the model and the inputs into a private work folder on the
+device, runs the runner with the device's own Python, and reads its JSON lines back.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from toolkit.devices.profiles import Profile, get_profile, list_profiles
+from toolkit.errors import BadInput, DeviceError, Unsupported
+
+__all__ = ["Profile", "get_profile", "list_profiles", "check_device", "run_on_device", "bench_on_device",
+           "open_transport"]
+
+DEFAULT_TIMEOUT_S = 600
+
+
+def open_transport(profile: Profile, *, benchmark_binary: str | None = None):
+    """The transport a profile names (not yet connected: use it as a context manager)."""
+    transport = profile.transport
+    kind = transport["type"]
+    if kind == "local":
+        from toolkit.devices.local import LocalTransport
+
+        return LocalTransport(transport)
+    if kind == "ssh":
+        from toolkit.devices.ssh import SshTransport
+
+        return SshTransport(transport, profile.name)
+    if kind == "adb":
+        from toolkit.devices.adb import AdbTransport
+
+        return AdbTransport(transport, profile.name, benchmark_binary=benchmark_binary)
+    note = transport.get("note") or "no transport Edgeward can drive"
+    raise DeviceError(f"device {profile.name} cannot be reached from Edgeward ({note}); "
+                      f"use `edgeward bench MODEL --device {profile.name} --estimate`")
+
+
+def _model_file(model_path) -> Path:
+    from toolkit.artifacts import resolve_model
+
+    path = resolve_model(model_path)
+    if path.suffix.lower() not in (".onnx", ".tflite"):
+        raise Unsupported(f"{path.name}: devices run .onnx or .tflite models (found {path.suffix or 'no suffix'})")
+    return path
+
+
+class RunnerSession:
+    """Collects the runner's JSON lines as they arrive (so a lost connection keeps the timings)."""
+
+    def __init__(self):
+        self.loaded: dict | None = None
+        self.timings: list[float] = []
+        self.result: dict | None = None
+        self.error: dict | None = None
+
+    def on_line(self, line: str) -> None:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            return  # a runtime's own chatter on stdout
+        if not isinstance(event, dict):
+            return
+        kind = event.pop("event", None)
+        if kind == "loaded":
+            self.loaded = event
+        elif kind == "timings":
+            self.timings += [float(t) for t in event.get("ms", [])]
+        elif kind == "result":
+            self.result = event
+        elif kind == "error":
+            self.error = event
+
+    def raise_error(self, device: str) -> None:
+        if not self.error:
+            return
+        kind, message = self.error.get("kind"), self.error.get("message", "the runner failed")
+        if kind == "runtime_missing":
+            raise DeviceError(f"runtime missing on {device}: {message}")
+        if kind == "bad_input":
+            raise BadInput(f"{device}: {message}")
+        if kind == "load_failed":
+            raise Unsupported(f"{device}: the device's runtime cannot load the model: {message}")
+        raise DeviceError(f"{device}: the runner failed: {message}")
+
+
+def _run_runner(profile: Profile, model: Path, argv_tail: list[str], *, inputs: dict | None, pull: str | None,
+                timeout: float, scratch: Path):
+    """Push runner + model (+ inputs), run, optionally pull a file back. Returns (session, pulled, error)."""
+    session = RunnerSession()
+    pulled, failure = None, None
+    with open_transport(profile) as transport:
+        from toolkit.devices.transport import runner_path
+
+        transport.push(runner_path(), "runner.py")
+        model_name = "model" + model.suffix.lower()
+        transport.push(model, model_name)
+        argv = ["runner.py", argv_tail[0], "--model", model_name, *argv_tail[1:]]
+        if inputs is not None:
+            import numpy as np
+
+            local_inputs = scratch / "inputs.npz"
+            np.savez(local_inputs, **{name: np.asarray(array) for name, array in inputs.items()})
+            transport.push(local_inputs, "inputs.npz")
+            argv += ["--inputs", "inputs.npz"]
+        if pull:
+            argv += ["--outputs", pull]
+        try:
+            completed = transport.run(argv, timeout=timeout, on_line=session.on_line)
+        except DeviceError as error:
+            failure = error
+        else:
+            session.raise_error(profile.name)
+            if session.result is None:
+                failure = DeviceError(f"{profile.name}: the runner stopped without a result "
+                                      f"(exit {completed.returncode}): {completed.stderr.strip()[-300:]}")
+            elif pull:
+                pulled = transport.pull(pull, scratch / pull)
+    return session, pulled, failure
+
+
+def bench_on_device(model_path, device: str, *, runs: int = 50, warmup: int = 5, threads: int | None = None,
+                    inputs: dict | None = None, profiles_dir=None, timeout: float = DEFAULT_TIMEOUT_S,
+                    benchmark_binary: str | None = None) -> dict:
+    """Time a model on a device. Returns the runner's JSON plus `complete` (False when the
+    connection was lost mid-run: the timings that arrived are summarized and `error` says why)."""
+    if runs < 1 or warmup < 0:
+        raise BadInput("--runs must be at least 1 and --warmup at least 0")
+    if threads is not None and threads < 1:
+        raise BadInput("--threads must be at least 1")
+    profile = get_profile(device, profiles_dir)
+    model = _model_file(model_path)
+    if profile.transport["type"] == "adb":
+        from toolkit.devices.adb import bench_adb
+
+        return bench_adb(profile, model, runs=runs, warmup=warmup, threads=threads, timeout=timeout,
+                         benchmark_binary=benchmark_binary)
+    tail = ["bench", "--runs", str(runs), "--warmup", str(warmup)]
+    if threads:
+        tail += ["--threads", str(threads)]
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="edgeward-bench-") as scratch:
+        session, _, failure = _run_runner(profile, model, tail, inputs=inputs, pull=None, timeout=timeout,
+                                          scratch=Path(scratch))
+    transport = {"type": profile.transport["type"], "wall_s": round(time.monotonic() - started, 3)}
+    if failure is None:
+        return {**session.result, "device": profile.name, "transport": transport, "complete": True}
+    if not session.timings:
+        raise failure
+    from toolkit.devices.runner import summarize
+
+    partial = dict(session.loaded or {})
+    partial.update(summarize(session.timings), mode="bench", runs=len(session.timings), runs_requested=runs,
+                   warmup=warmup, device=profile.name, transport=transport, complete=False, error=str(failure))
+    return partial
+
+
+def run_on_device(model_path, inputs: dict, device: str, *, runs: int = 1, warmup: int = 0,
+                  threads: int | None = None, profiles_dir=None, timeout: float = DEFAULT_TIMEOUT_S) -> list:
+    """Run `inputs` (arrays named after the model's inputs, batch first) through the model on
+    the device and bring the outputs back, in order. `runs`/`warmup` are accepted for
+    symmetry with bench; predictions are computed once."""
+    import numpy as np
+
+    del runs, warmup
+    if not inputs:
+        raise BadInput("no inputs to run on the device")
+    profile = get_profile(device, profiles_dir)
+    if profile.transport["type"] == "adb":
+        raise Unsupported(f"{device}: the adb transport runs LiteRT's benchmark_model, which times a model but "
+                          f"does not return its outputs; validate on an ssh or local device")
+    model = _model_file(model_path)
+    tail = ["predict"] + (["--threads", str(threads)] if threads else [])
+    with tempfile.TemporaryDirectory(prefix="edgeward-run-") as scratch:
+        session, pulled, failure = _run_runner(profile, model, tail, inputs=inputs, pull="outputs.npz",
+                                               timeout=timeout, scratch=Path(scratch))
+        if failure is not None:
+            raise failure
+        with np.load(pulled, allow_pickle=False) as archive:
+            count = int(session.result.get("outputs", len(archive.files)))
+            return [archive[f"output_{i}"] for i in range(count)]
+
+
+def check_device(name: str, profiles_dir=None) -> dict:
+    """Connect, and report what the device has and what it lacks to run models."""
+    profile = get_profile(name, profiles_dir)
+    if profile.transport["type"] == "adb":
+        from toolkit.devices.adb import check_adb
+
+        return check_adb(profile)
+    started = time.monotonic()
+    session = RunnerSession()
+    with open_transport(profile) as transport:
+        from toolkit.devices.transport import runner_path
+
+        transport.push(runner_path(), "runner.py")
+        completed = transport.run(["runner.py", "probe", "--workdir", transport.workdir], timeout=120,
+                                  on_line=session.on_line)
+        probe = transport.probe()
+    if session.result is None:
+        raise DeviceError(f"{name}: the probe gave no answer (exit {completed.returncode}): "
+                          f"{completed.stderr.strip()[-300:]}")
+    facts = session.result
+    facts.pop("mode", None)
+    runtimes = facts.get("runtimes", {})
+    tflite = next((n for n in ("ai_edge_litert", "tflite_runtime", "tensorflow") if runtimes.get(n)), None)
+    missing = []
+    if not runtimes.get("numpy"):
+        missing.append("numpy (pip install numpy)")
+    if not runtimes.get("onnxruntime"):
+        missing.append("onnxruntime for .onnx models (pip install onnxruntime)")
+    if not tflite:
+        missing.append("a TFLite runtime for .tflite models (pip install ai-edge-litert, or tflite-runtime)")
+    can_run = {"onnx": bool(runtimes.get("numpy") and runtimes.get("onnxruntime")),
+               "tflite": bool(runtimes.get("numpy") and tflite)}
+    return {"device": name, "kind": profile.kind, **probe, "connect_s": round(time.monotonic() - started, 3),
+            **facts, "can_run": can_run, "missing": missing, "ok": any(can_run.values())}

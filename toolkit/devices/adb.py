@@ -1,0 +1,190 @@
+"""The `adb` transport: push a .tflite to /data/local/tmp and time it with LiteRT's
+`benchmark_model` binary on the phone, then parse what that binary prints.
+
+No phone is attached where Edgeward is developed: the parser is tested on recorded
+`benchmark_model` output (tests/data/benchmark_model*.txt), and the adb commands
+themselves are built here but have not run against a real device.
+
+`adb shell` joins its arguments and hands them to the device's shell, so the remote
+command is one string with every argument `shlex.quote`d.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+import shutil
+from pathlib import Path
+
+from toolkit.devices.transport import Completed, Transport, stream
+from toolkit.errors import BadInput, DeviceError, Unsupported
+
+REMOTE_BASE = "/data/local/tmp"
+DEFAULT_BINARY = "/data/local/tmp/benchmark_model"
+
+
+class AdbTransport(Transport):
+    name = "adb device"
+
+    def __init__(self, transport: dict, device: str = "device", *, benchmark_binary: str | None = None):
+        serial = transport.get("serial")
+        if serial is not None and (not isinstance(serial, str) or serial.startswith("-")
+                                   or not re.fullmatch(r"[A-Za-z0-9._:-]+", serial)):
+            raise BadInput(f"adb serial {serial!r} is not valid")
+        self.serial = serial
+        self.binary = benchmark_binary or transport.get("benchmark_binary") or DEFAULT_BINARY
+        self.device = device
+        self.name = f"adb device {device}" + (f" ({serial})" if serial else "")
+
+    def adb(self, *args: str) -> list[str]:
+        return ["adb", *(["-s", self.serial] if self.serial else []), *args]
+
+    def shell(self, script: str, timeout: float = 60, on_line=None) -> Completed:
+        completed = stream(self.adb("shell", script), timeout=timeout, on_line=on_line, what=self.name)
+        self.classify(completed)
+        return completed
+
+    def _open(self) -> str:
+        if shutil.which("adb") is None:
+            raise DeviceError("adb is not installed on this host (Android platform-tools); needed for "
+                              f"{self.device}")
+        state = stream(self.adb("get-state"), timeout=20, what=self.name)
+        if state.returncode != 0 or state.stdout.strip() != "device":
+            raise DeviceError(f"{self.name}: not available ({(state.stderr or state.stdout).strip()[:200]})")
+        workdir = f"{REMOTE_BASE}/edgeward-{secrets.token_hex(4)}"
+        self.shell(f"mkdir -p {shlex.quote(workdir)}")
+        return workdir
+
+    def _close(self) -> None:
+        try:
+            self.shell(f"rm -rf {shlex.quote(self.workdir)}", timeout=30)
+        except DeviceError:
+            pass
+
+    def push(self, local: Path, name: str) -> str:
+        target = f"{self.workdir}/{name}"
+        temporary = f"{self.workdir}/.{name}.tmp"
+        completed = stream(self.adb("push", str(local), temporary), timeout=600, what=self.name)
+        self.classify(completed)
+        if completed.returncode != 0:
+            raise DeviceError(f"{self.name}: adb push failed: {completed.stderr.strip()[-200:]}")
+        self.shell(f"mv -f {shlex.quote(temporary)} {shlex.quote(target)}")
+        return target
+
+    def pull(self, name: str, local: Path) -> Path:
+        completed = stream(self.adb("pull", f"{self.workdir}/{name}", str(local)), timeout=600, what=self.name)
+        self.classify(completed)
+        return local
+
+    def command(self, argv: list[str]) -> list[str]:
+        return self.adb("shell", shlex.join(argv))
+
+    def classify(self, completed: Completed) -> None:
+        text = (completed.stderr + completed.stdout).lower()
+        if completed.returncode != 0 and any(s in text for s in ("device offline", "no devices", "not found",
+                                                                 "device unauthorized")):
+            raise DeviceError(f"{self.name}: {(completed.stderr or completed.stdout).strip()[:200]}")
+
+
+def bench_adb(profile, model: Path, *, runs: int, warmup: int, threads: int | None, timeout: float,
+              benchmark_binary: str | None = None) -> dict:
+    if model.suffix.lower() != ".tflite":
+        raise Unsupported(f"{profile.name}: the adb transport runs LiteRT's benchmark_model, which takes .tflite "
+                          f"models only (found {model.suffix})")
+    with AdbTransport(profile.transport, profile.name, benchmark_binary=benchmark_binary) as transport:
+        binary = transport.binary
+        if Path(binary).is_file():  # a binary on this host: push it and make it executable
+            binary = transport.push(Path(binary), "benchmark_model")
+            transport.shell(f"chmod 755 {shlex.quote(binary)}")
+        graph = transport.push(model, "model.tflite")
+        argv = [binary, f"--graph={graph}", f"--num_runs={runs}", f"--warmup_runs={warmup}",
+                f"--num_threads={threads or 4}", "--report_peak_memory_footprint=true"]
+        completed = transport.shell(shlex.join(argv), timeout=timeout)
+    parsed = parse_benchmark_model(completed.stdout + "\n" + completed.stderr)
+    parsed.update(device=profile.name, transport={"type": "adb"}, runs_requested=runs)
+    if not parsed["complete"]:
+        parsed["error"] = f"benchmark_model stopped before its summary (exit {completed.returncode})"
+    return parsed
+
+
+def check_adb(profile) -> dict:
+    with AdbTransport(profile.transport, profile.name) as transport:
+        props = transport.shell("getprop ro.product.model; getprop ro.build.version.release; uname -m; "
+                                f"ls {shlex.quote(transport.binary)} 2>/dev/null; grep MemAvailable /proc/meminfo")
+    lines = props.stdout.splitlines()
+    has_binary = any(line.strip() == transport.binary for line in lines)
+    missing = [] if has_binary else [f"benchmark_model at {transport.binary} (adb push it, or --benchmark-binary)"]
+    return {"device": profile.name, "kind": profile.kind, "transport": "adb", "facts": lines,
+            "missing": missing, "ok": has_binary}
+
+
+# ------------------------------------------------------------------ the parser
+
+_NUMBER = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
+_STATS = re.compile(r"count=(\d+)(.*)")
+_FIELD = re.compile(r"(\w+)=" + _NUMBER)
+_SUMMARY = re.compile(r"Inference timings in us: Init: " + _NUMBER + r", First inference: " + _NUMBER
+                      + r", Warmup \(avg\): " + _NUMBER + r", Inference \(avg\): " + _NUMBER)
+_MEMORY = re.compile(r"(?:Memory footprint delta from the start of the tool|Peak memory footprint) \(MB\): init="
+                     + _NUMBER + r" overall=" + _NUMBER)
+_PEAK = re.compile(r"Overall peak memory footprint \(MB\) via periodic monitoring: " + _NUMBER)
+_DELEGATE = re.compile(r"Created TensorFlow Lite (.+?) delegate")
+_REPLACED = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \((\w+)\)")
+_THREADS = re.compile(r"Num threads: \[(\d+)\]")
+_SIZE = re.compile(r"The input model file size \(MB\): " + _NUMBER)
+
+
+def parse_benchmark_model(text: str) -> dict:
+    """Figures from `benchmark_model` output (microseconds in, milliseconds out).
+
+    The tool prints a `count=...` line for the warm-up block and one for the measured
+    block, then the `Inference timings in us:` summary; without that summary the run did
+    not finish and the result says `complete: False`.
+    """
+    lines = [re.sub(r"^(?:INFO: |I tflite\s*: )", "", line.strip()) for line in text.splitlines()]
+    blocks = []
+    for line in lines:
+        match = _STATS.match(line)
+        if match:
+            fields = {key: float(value) for key, value in _FIELD.findall(line)}
+            fields["count"] = int(match.group(1))
+            blocks.append(fields)
+    summary = next((m for m in map(_SUMMARY.search, lines) if m), None)
+    measured = blocks[-1] if len(blocks) >= 2 or (blocks and summary) else None
+    result: dict = {"mode": "bench", "runtime": {"name": "benchmark_model", "version": None},
+                    "complete": summary is not None and measured is not None}
+
+    def ms(value):
+        return round(value / 1000, 4) if value is not None else None
+
+    if measured:
+        result["runs"] = measured["count"]
+        result["latency_ms"] = {"p50": ms(measured.get("median")), "p90": None, "p99": None,
+                                "mean": ms(measured.get("avg")), "std": ms(measured.get("std")),
+                                "min": ms(measured.get("min")), "max": ms(measured.get("max")),
+                                "p5": ms(measured.get("p5")), "p95": ms(measured.get("p95"))}
+    if blocks:
+        result["warmup"] = blocks[0]["count"] if len(blocks) >= 2 else None
+    if summary:
+        init, first, warm, avg = (float(g) for g in summary.groups())
+        result.update(load_ms=ms(init), first_inference_ms=ms(first), warmup_avg_ms=ms(warm))
+        result.setdefault("latency_ms", {})["mean"] = ms(avg)
+    memory = next((m for m in map(_MEMORY.search, lines) if m), None)
+    peak = next((m for m in map(_PEAK.search, lines) if m), None)
+    result["peak_memory_mb"] = float(peak.group(1)) if peak else (float(memory.group(2)) if memory else None)
+    delegates = [m.group(1) for m in map(_DELEGATE.search, lines) if m]
+    replaced = next((m for m in map(_REPLACED.search, lines) if m), None)
+    fell_back = any("will not be executed by the delegate" in line or "Falling back to" in line for line in lines)
+    if replaced:
+        result["delegate"] = f"{replaced.group(3)} ({replaced.group(1)} of {replaced.group(2)} nodes)"
+    elif delegates:
+        result["delegate"] = f"{delegates[-1]} delegate"
+    else:
+        result["delegate"] = "CPU builtin kernels (no delegate)"
+    result["delegate_fallback"] = fell_back or bool(replaced and replaced.group(1) != replaced.group(2))
+    threads = next((m for m in map(_THREADS.search, lines) if m), None)
+    result["threads"] = int(threads.group(1)) if threads else None
+    size = next((m for m in map(_SIZE.search, lines) if m), None)
+    result["model_size_mb"] = float(size.group(1)) if size else None
+    return result

@@ -1,0 +1,496 @@
+"""What runs ON the device: load a model, run it, time it, report as JSON lines.
+
+This file is copied to the device and run with the device's own Python, so it stands
+alone: the standard library, numpy, and whichever one runtime the device has
+(onnxruntime for .onnx; ai_edge_litert, tflite_runtime or tensorflow.lite for .tflite).
+It must not import anything from `toolkit`.
+
+Output is JSON, one object per line on stdout, so a host that loses the connection
+mid-run still holds what arrived (the timings so far) and can say the result is
+incomplete rather than report it as finished:
+
+  {"event": "loaded", ...}            after the model loaded
+  {"event": "timings", "ms": [...]}   measured runs, in batches
+  {"event": "result", ...}            the summary: the last line of a complete run
+  {"event": "error", "kind": ..., "message": ...}   a failure the host can explain
+
+Usage:
+  python runner.py bench   --model M [--inputs in.npz] [--runs N] [--warmup N] [--threads N]
+  python runner.py predict --model M --inputs in.npz --outputs out.npz [--threads N]
+  python runner.py probe   (what this device has: OS, CPU, Python, runtimes, RAM, disk, thermals)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+EXIT_RUNTIME_MISSING = 3
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+TFLITE_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+INSTALL_HINT = {
+    "onnx": "pip install numpy onnxruntime",
+    "tflite": "pip install numpy ai-edge-litert (or tflite-runtime)",
+}
+
+
+class RunnerError(Exception):
+    def __init__(self, kind: str, message: str, code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.kind = kind
+        self.code = code
+
+
+def say(event: str, **fields) -> None:
+    fields["event"] = event
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+# ------------------------------------------------------------------ runtimes
+
+
+def import_numpy(model_format: str):
+    try:
+        import numpy
+    except ImportError:
+        raise RunnerError(
+            "runtime_missing", f"numpy is not installed for {sys.executable}: {INSTALL_HINT[model_format]}",
+            EXIT_RUNTIME_MISSING,
+        ) from None
+    return numpy
+
+
+def tflite_interpreter_class():
+    """The first TFLite interpreter this device has, with its package name and version."""
+    import importlib
+
+    for module_name in TFLITE_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        package = module_name.split(".")[0]
+        cls = module.Interpreter
+        version = getattr(importlib.import_module(package), "__version__", "unknown")
+        return cls, package, version
+    raise RunnerError(
+        "runtime_missing",
+        f"no TFLite runtime for {sys.executable} (tried {', '.join(TFLITE_MODULES)}): {INSTALL_HINT['tflite']}",
+        EXIT_RUNTIME_MISSING,
+    )
+
+
+class StderrCapture:
+    """Capture what native code writes to fd 2 (TFLite logs the delegates it applies there)."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        self.file = tempfile.TemporaryFile(mode="w+b")
+        os.dup2(self.file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.file.seek(0)
+        self.text = self.file.read(65536).decode("utf-8", "replace")
+        self.file.close()
+        return False
+
+
+class OnnxModel:
+    def __init__(self, path: str, threads: int | None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RunnerError(
+                "runtime_missing", f"onnxruntime is not installed for {sys.executable}: {INSTALL_HINT['onnx']}",
+                EXIT_RUNTIME_MISSING,
+            ) from None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.runtime = {"name": "onnxruntime", "version": ort.__version__}
+        self.delegate = self.session.get_providers()[0]
+        self.threads = threads or options.intra_op_num_threads or os.cpu_count()
+        self.inputs = [(i.name, list(i.shape), _onnx_dtype(i.type)) for i in self.session.get_inputs()]
+        self.fixed_batch = _fixed_batch(self.inputs)
+
+    def run(self, feeds: dict) -> list:
+        return self.session.run(None, feeds)
+
+    def prepare(self, feeds: dict):
+        return feeds
+
+    def run_prepared(self, feeds) -> list:
+        return self.session.run(None, feeds)
+
+
+def _onnx_dtype(type_name: str) -> str:
+    return {
+        "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+        "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
+        "tensor(uint8)": "uint8", "tensor(bool)": "bool",
+    }.get(type_name, "float32")
+
+
+def _fixed_batch(inputs) -> int | None:
+    batches = [shape[0] for _, shape, _ in inputs if shape and isinstance(shape[0], int) and shape[0] > 0]
+    return min(batches) if batches else None
+
+
+class TfliteModel:
+    def __init__(self, path: str, threads: int | None, numpy):
+        cls, package, version = tflite_interpreter_class()
+        self.np = numpy
+        with StderrCapture() as log:
+            self.interpreter = cls(model_path=path, num_threads=threads or None)
+            self.interpreter.allocate_tensors()
+        self.runtime = {"name": package, "version": version}
+        self.delegate = _tflite_delegate(log.text, self.interpreter)
+        self.threads = threads or "runtime default"
+        self.details = self.interpreter.get_input_details()
+        self.outputs = self.interpreter.get_output_details()
+        self.inputs = [(_tflite_name(d), [int(x) for x in d["shape"]], numpy.dtype(d["dtype"]).name)
+                       for d in self.details]
+        self.fixed_batch = _fixed_batch(self.inputs)
+        self.shapes = {d["index"]: tuple(d["shape"]) for d in self.details}
+
+    def prepare(self, feeds: dict):
+        """Resize and convert once, so the timed loop holds only set_tensor, invoke, get_tensor."""
+        np = self.np
+        arrays = [_tflite_feed(feeds, d) for d in self.details]
+        self._resize(arrays)
+        prepared = []
+        for detail, array in zip(self.details, arrays, strict=True):
+            scale, zero = detail.get("quantization", (0.0, 0))
+            target = np.dtype(detail["dtype"])
+            if scale and target.kind in "iu":
+                info = np.iinfo(target)
+                array = np.clip(np.round(array / scale + zero), info.min, info.max)
+            prepared.append((detail["index"], np.ascontiguousarray(array.astype(target, copy=False))))
+        return prepared, [d["index"] for d in self.outputs]
+
+    def run_prepared(self, prepared) -> list:
+        inputs, outputs = prepared
+        interpreter = self.interpreter
+        for index, array in inputs:
+            interpreter.set_tensor(index, array)
+        interpreter.invoke()
+        return [interpreter.get_tensor(index) for index in outputs]
+
+    def _resize(self, arrays) -> None:
+        resized = False
+        for detail, array in zip(self.details, arrays, strict=True):
+            if tuple(array.shape) != self.shapes[detail["index"]]:
+                self.interpreter.resize_tensor_input(detail["index"], list(array.shape))
+                self.shapes[detail["index"]] = tuple(array.shape)
+                resized = True
+        if resized:
+            self.interpreter.allocate_tensors()
+
+    def run(self, feeds: dict) -> list:
+        np, interpreter = self.np, self.interpreter
+        arrays = [_tflite_feed(feeds, d) for d in self.details]
+        resized = False
+        for detail, array in zip(self.details, arrays, strict=True):
+            if tuple(array.shape) != self.shapes[detail["index"]]:
+                interpreter.resize_tensor_input(detail["index"], list(array.shape))
+                self.shapes[detail["index"]] = tuple(array.shape)
+                resized = True
+        if resized:
+            interpreter.allocate_tensors()
+        for detail, array in zip(self.details, arrays, strict=True):
+            scale, zero = detail.get("quantization", (0.0, 0))
+            target = np.dtype(detail["dtype"])
+            if scale and target.kind in "iu":
+                info = np.iinfo(target)
+                array = np.clip(np.round(array / scale + zero), info.min, info.max)
+            interpreter.set_tensor(detail["index"], array.astype(target, copy=False))
+        interpreter.invoke()
+        results = []
+        for detail in self.outputs:
+            value = interpreter.get_tensor(detail["index"])
+            scale, zero = detail.get("quantization", (0.0, 0))
+            if scale and value.dtype.kind in "iu":
+                value = (value.astype(np.float32) - zero) * scale
+            results.append(value)
+        return results
+
+
+def _tflite_name(detail) -> str:
+    name = detail["name"]
+    if name.startswith("serving_default_"):
+        name = name[len("serving_default_"):]
+    return name.split(":")[0]
+
+
+def _tflite_feed(feeds: dict, detail):
+    name = _tflite_name(detail)
+    if name in feeds:
+        return feeds[name]
+    if len(feeds) == 1:
+        return next(iter(feeds.values()))
+    raise RunnerError("bad_input", f"no data for the TFLite input {name!r} (have {sorted(feeds)})", EXIT_BAD_INPUT)
+
+
+def _tflite_delegate(log_text: str, interpreter) -> str:
+    """The delegate the interpreter really applied, from its log and its execution plan."""
+    applied = []
+    for line in log_text.splitlines():
+        if "Created TensorFlow Lite" in line and "delegate" in line:
+            applied.append(line.split("Created TensorFlow Lite", 1)[1].split("delegate")[0].strip())
+    try:
+        delegated = any(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
+    except Exception:  # private API: absent in some runtimes
+        delegated = bool(applied)
+    if applied and delegated:
+        return f"{applied[0]} delegate"
+    if applied:
+        return f"{applied[0]} delegate created but no node delegated: CPU reference kernels"
+    return "CPU builtin kernels (no delegate)"
+
+
+def open_model(path: str, threads: int | None):
+    model_format = "tflite" if path.lower().endswith(".tflite") else "onnx"
+    numpy = import_numpy(model_format)
+    start = time.perf_counter()
+    try:
+        model = OnnxModel(path, threads) if model_format == "onnx" else TfliteModel(path, threads, numpy)
+    except RunnerError:
+        raise
+    except Exception as error:
+        raise RunnerError("load_failed", f"cannot load {os.path.basename(path)}: {first_line(error)}") from None
+    model.load_ms = (time.perf_counter() - start) * 1000
+    model.format = model_format
+    return model, numpy
+
+
+def first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:300]
+
+
+# ------------------------------------------------------------------ inputs
+
+
+def load_inputs(path: str | None, model, numpy) -> dict:
+    """Inputs from an .npz, or seeded random data shaped like the model's inputs (batch 1)."""
+    if path:
+        with numpy.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files if name != "labels"}
+    rng = numpy.random.default_rng(0)
+    feeds = {}
+    for name, shape, dtype in model.inputs:
+        dims = [d if isinstance(d, int) and d > 0 else 1 for d in shape]
+        if numpy.dtype(dtype).kind == "f":
+            feeds[name] = rng.standard_normal(dims).astype(dtype)
+        elif dtype == "bool":
+            feeds[name] = rng.integers(0, 2, dims).astype(bool)
+        else:
+            feeds[name] = rng.integers(0, 10, dims).astype(dtype)
+    return feeds
+
+
+def first_batch(feeds: dict, model) -> dict:
+    size = model.fixed_batch or 1
+    return {name: array[:size] for name, array in feeds.items()}
+
+
+# ------------------------------------------------------------------ commands
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 2)
+
+
+def percentile(sorted_values: list, q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    position = (len(sorted_values) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def summarize(times_ms: list) -> dict:
+    """Latency statistics and the drift flag (last third >10% slower than the first third)."""
+    ordered = sorted(times_ms)
+    count = len(times_ms)
+    mean = sum(times_ms) / count if count else float("nan")
+    std = (sum((t - mean) ** 2 for t in times_ms) / count) ** 0.5 if count else float("nan")
+    third = count // 3
+    drift_ratio = None
+    if third >= 2:
+        first = sorted(times_ms[:third])
+        last = sorted(times_ms[-third:])
+        drift_ratio = percentile(last, 50) / percentile(first, 50)
+    stats = {f"p{q}": percentile(ordered, q) for q in (50, 90, 99)}
+    stats.update(mean=mean, std=std, min=ordered[0] if ordered else None, max=ordered[-1] if ordered else None)
+    return {
+        "latency_ms": {key: round(value, 4) if value is not None else None for key, value in stats.items()},
+        "drift": bool(drift_ratio is not None and drift_ratio > 1.10),
+        "drift_ratio": round(drift_ratio, 4) if drift_ratio is not None else None,
+    }
+
+
+def command_bench(args) -> None:
+    model, numpy = open_model(args.model, args.threads)
+    feeds = first_batch(load_inputs(args.inputs, model, numpy), model)
+    batch = len(next(iter(feeds.values()))) if feeds else 1
+    say("loaded", runtime=model.runtime, delegate=model.delegate, threads=model.threads,
+        load_ms=round(model.load_ms, 3), batch=batch)
+    prepared = model.prepare(feeds)
+    start = time.perf_counter()
+    model.run_prepared(prepared)
+    first_ms = (time.perf_counter() - start) * 1000
+    for _ in range(args.warmup):
+        model.run_prepared(prepared)
+    times = time_runs(model, prepared, args.runs, lambda batch_ms: say("timings", ms=batch_ms))
+    say("result", mode="bench", model_format=model.format, runtime=model.runtime, delegate=model.delegate,
+        threads=model.threads, batch=batch, load_ms=round(model.load_ms, 3), first_inference_ms=round(first_ms, 4),
+        warmup=args.warmup, runs=len(times), peak_rss_mb=peak_rss_mb(), python=platform.python_version(),
+        **summarize(times))
+
+
+def time_runs(model, prepared, runs: int, report=None) -> list:
+    """The timed loop: one perf_counter pair around each inference, nothing else inside.
+    Timings are handed to `report` about every 0.25 s so a lost connection keeps them."""
+    run, clock = model.run_prepared, time.perf_counter
+    times, pending, last_flush = [], [], time.monotonic()
+    for _ in range(runs):
+        start = clock()
+        run(prepared)
+        elapsed = (clock() - start) * 1000
+        times.append(elapsed)
+        if report is not None:
+            pending.append(round(elapsed, 5))
+            if time.monotonic() - last_flush > 0.25:
+                report(pending)
+                pending, last_flush = [], time.monotonic()
+    if pending and report is not None:
+        report(pending)
+    return times
+
+
+def command_predict(args) -> None:
+    """Run every example through the model (in the model's fixed batch if it has one)."""
+    model, numpy = open_model(args.model, args.threads)
+    feeds = load_inputs(args.inputs, model, numpy)
+    count = len(next(iter(feeds.values())))
+    batch = model.fixed_batch or 256
+    say("loaded", runtime=model.runtime, delegate=model.delegate, threads=model.threads,
+        load_ms=round(model.load_ms, 3), batch=batch)
+    chunks, times = [], []
+    for begin in range(0, count, batch):
+        part = {name: array[begin:begin + batch] for name, array in feeds.items()}
+        start = time.perf_counter()
+        chunks.append(model.run(part))
+        times.append((time.perf_counter() - start) * 1000)
+    outputs = {f"output_{i}": numpy.concatenate([chunk[i] for chunk in chunks]) for i in range(len(chunks[0]))}
+    temporary = args.outputs + ".tmp.npz"
+    numpy.savez(temporary, **outputs)
+    os.replace(temporary, args.outputs)
+    say("result", mode="predict", model_format=model.format, runtime=model.runtime, delegate=model.delegate,
+        threads=model.threads, examples=count, outputs=len(outputs), load_ms=round(model.load_ms, 3),
+        peak_rss_mb=peak_rss_mb(), total_ms=round(sum(times), 3))
+
+
+def command_probe(args) -> None:
+    """What this device offers; read-only, so `edgeward devices check` is safe to run anywhere."""
+    import importlib
+    import shutil
+
+    runtimes = {}
+    for name in ("numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime", "tensorflow"):
+        try:
+            module = importlib.import_module(name)
+            runtimes[name] = getattr(module, "__version__", "unknown")
+        except Exception:  # ImportError, or a broken install that fails on import
+            runtimes[name] = None
+    disk = shutil.disk_usage(args.workdir or tempfile.gettempdir())
+    say("result", mode="probe", os=f"{platform.system()} {platform.release()}", machine=platform.machine(),
+        cpu=_cpu_model(), cpu_count=os.cpu_count(), python=platform.python_version(), python_path=sys.executable,
+        runtimes=runtimes, ram_available_mb=_meminfo("MemAvailable"), ram_total_mb=_meminfo("MemTotal"),
+        disk_free_mb=round(disk.free / 2**20), governor=_read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        temperature_c=_temperature())
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _cpu_model() -> str:
+    text = _read("/proc/cpuinfo") or ""
+    for line in text.splitlines():
+        key = line.split(":")[0].strip().lower()
+        if key in ("model name", "hardware", "cpu model"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _meminfo(key: str) -> int | None:
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) // 1024
+    return None
+
+
+def _temperature() -> float | None:
+    readings = []
+    base = "/sys/class/thermal"
+    for zone in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        value = _read(os.path.join(base, zone, "temp"))
+        if value and value.lstrip("-").isdigit():
+            readings.append(int(value) / 1000)
+    return max(readings) if readings else None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Edgeward device runner")
+    parser.add_argument("command", choices=("bench", "predict", "probe"))
+    parser.add_argument("--model")
+    parser.add_argument("--inputs")
+    parser.add_argument("--outputs")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--workdir")
+    args = parser.parse_args(argv)
+    try:
+        if args.command != "probe" and not args.model:
+            raise RunnerError("bad_input", "--model is required", EXIT_BAD_INPUT)
+        {"bench": command_bench, "predict": command_predict, "probe": command_probe}[args.command](args)
+    except RunnerError as error:
+        say("error", kind=error.kind, message=str(error))
+        return error.code
+    except Exception as error:  # report, never a bare traceback the host cannot parse
+        say("error", kind="failed", message=f"{type(error).__name__}: {first_line(error)}")
+        return EXIT_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Export a model source to ONNX or TFLite as an artifact folder, checked against its source.
+
+Right after conversion the new model and the source run on the same inputs (seeded
+random inputs at the pinned shapes, plus real data when given) and the largest absolute
+difference of their outputs is recorded in the manifest; above 1e-4 a float export
+warns (the model is kept, as optimum does with its atol check).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import BadInput
+
+FORMATS = ("onnx", "tflite")
+FLOAT_TOLERANCE = 1e-4
+MAX_CHECK_EXAMPLES = 1024
+LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxscript", "litert-torch", "ai-edge-litert", "optimum",
+             "optimum-onnx", "transformers")
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    model_path: Path
+    max_abs_error: float
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(entry["bytes"] for entry in self.manifest.get("files", {}).values())
+
+
+def default_out_dir(source, to: str) -> Path:
+    return Path("exported") / f"{source.name}-{to}"
+
+
+def export(spec_or_source, to: str, out_dir=None, *, opset: int = 18, dynamic_batch: bool = False,
+           force: bool = False, data=None, input_shapes: dict | None = None, **source_options) -> ExportResult:
+    """Convert a source (spec or `Source`) to `to` in `out_dir`; nothing is written unless it all works."""
+    from toolkit.artifacts import check_writable, new_manifest, staged_folder, write_manifest
+    from toolkit.console import verbose, warn
+    from toolkit.sources import Source, load_source
+
+    if to not in FORMATS:
+        raise BadInput(f"unknown format {to!r}: use onnx or tflite")
+    if not 7 <= int(opset) <= 23:
+        raise BadInput(f"--opset {opset}: choose an ONNX opset between 7 and 23")
+    target = None if out_dir is None else Path(out_dir)
+    if target is not None:
+        check_writable(target, force)  # before any expensive work
+    if isinstance(spec_or_source, Source):
+        source = spec_or_source
+        if input_shapes:
+            source.input_shapes = dict(input_shapes)
+    else:
+        source = load_source(spec_or_source, input_shapes=input_shapes, **source_options)
+    if target is None:
+        target = default_out_dir(source, to)
+        check_writable(target, force)
+    dataset = _dataset(data, source)
+    verbose(f"exporting {source.spec} ({source.kind}) to {to} ...")
+    with staged_folder(target, force) as stage:
+        if to == "onnx":
+            from toolkit.export.onnx import export_onnx
+
+            model_path, notes = export_onnx(source, stage, opset=opset, dynamic_batch=dynamic_batch)
+        else:
+            from toolkit.export.tflite import export_tflite
+
+            if dynamic_batch:
+                warn("TFLite models are exported with a fixed batch; runtimes resize it when given another")
+            model_path, notes = export_tflite(source, stage)
+        from toolkit.runtime import open_model
+
+        candidate = open_model(model_path)
+        error = measure_error(source, candidate, dataset)
+        manifest = new_manifest(
+            "export", stage, source=source.record(),
+            options={"to": to, "opset": opset if to == "onnx" else None, "dynamic_batch": dynamic_batch,
+                     "input_shapes": source.input_shapes or None, **notes},
+            libraries=LIBRARIES, model_file=model_path.name, format=to, export_error=error,
+            inputs=[spec.as_dict() for spec in candidate.inputs],
+            outputs=[spec.as_dict() for spec in candidate.outputs],
+            source_inputs=[spec.as_dict() for spec in source.inputs],
+            **({"source_rebuild": source.meta["rebuild"]} if source.meta.get("rebuild") else {}),
+        )
+        write_manifest(stage, manifest)
+    warn_if_far(error, to)
+    return ExportResult(target, target / model_path.name, error["max_abs_error"], manifest)
+
+
+def warn_if_far(error: dict, to: str) -> bool:
+    """A float export further than 1e-4 from its source is kept, with a warning on stderr."""
+    from toolkit.console import warn
+
+    far = bool(error["float"] and error["max_abs_error"] > FLOAT_TOLERANCE)
+    if far:
+        warn(f"the {to} model differs from its source by up to {error['max_abs_error']:.3g} (> {FLOAT_TOLERANCE:g})")
+    return far
+
+
+def _dataset(data, source):
+    if data is None:
+        return None
+    from toolkit.data import Dataset, check_matches, load_data
+
+    names = [spec.name for spec in source.inputs]
+    dataset = data if isinstance(data, Dataset) else load_data(data, names)
+    dataset = dataset.renamed(names)
+    check_matches(dataset, source.inputs)
+    if len(dataset) == 0:
+        raise BadInput(f"data {dataset.name!r} is empty")
+    return dataset
+
+
+def measure_error(source, candidate, dataset=None) -> dict:
+    """Largest |source - candidate| over all outputs, on random inputs and on `dataset`."""
+    from toolkit.runtime import run_batched
+
+    reference = source.runner()
+    random_feeds = source.example_inputs(seed=0)
+    random_error = _max_difference(reference.run(random_feeds), candidate.run(_for(candidate, random_feeds)))
+    record = {"random": random_error, "random_shapes": {k: list(v.shape) for k, v in random_feeds.items()}}
+    if dataset is not None:
+        sample = dataset.take(MAX_CHECK_EXAMPLES)
+        expected = run_batched(reference, sample.inputs)
+        got = run_batched(candidate, _for(candidate, sample.inputs))
+        record["data"] = _max_difference(expected, got)
+        record["data_name"] = dataset.name
+        record["data_examples"] = len(sample)
+    record["max_abs_error"] = max(record["random"], record.get("data", 0.0))
+    record["float"] = all(np.dtype(spec.dtype).kind == "f" for spec in candidate.outputs if spec.dtype)
+    record["tolerance"] = FLOAT_TOLERANCE
+    return record
+
+
+def _for(runner, feeds: dict) -> dict:
+    """Only the inputs this runner takes (an exported model may drop an unused one)."""
+    names = [spec.name for spec in runner.inputs]
+    kept = {name: feeds[name] for name in names if name in feeds}
+    return kept if len(kept) == len(names) else feeds
+
+
+def _max_difference(expected: list, got: list) -> float:
+    if len(expected) != len(got):
+        raise BadInput(f"the export gives {len(got)} outputs, its source {len(expected)}")
+    worst = 0.0
+    for a, b in zip(expected, got, strict=True):
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if a.shape != b.shape:
+            if a.size != b.size:
+                raise BadInput(f"the export gives an output of shape {list(b.shape)}, its source {list(a.shape)}")
+            b = b.reshape(a.shape)
+        if a.size:
+            worst = max(worst, float(np.max(np.abs(a - b))))
+    return worst

@@ -1,0 +1,25 @@
+"""Numbers for people: sizes, durations, months, money."""
+
+from __future__ import annotations
+
+
+def human_bytes(count: float | None) -> str:
+    if count is None:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(count) < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GB"
+
+
+def human_months(months) -> str:
+    if months is None:
+        return "never"
+    if isinstance(months, str):
+        return months
+    return f"{months:.1f} months"
+
+
+def human_ms(ms: float | None) -> str:
+    return "—" if ms is None else f"{ms:.3f} ms"

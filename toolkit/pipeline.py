@@ -1,0 +1,373 @@
+"""Run a recipe: source → distill → export → quantize → validate → bench → break-even.
+
+The recipe becomes a plan: a list of steps, each with its own folder under the output
+folder and a key (a hash of its options and the keys of the steps it reads). A step
+whose folder already records the same key is reused without importing anything heavy,
+so a rerun after editing only the break-even scenario redoes only the report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit import __version__
+from toolkit.artifacts import atomic_write_json, sha256_file, sha256_json
+from toolkit.console import info
+from toolkit.recipe import Recipe
+
+STEP_RECORD = "step.json"
+
+
+@dataclass
+class Step:
+    name: str
+    stage: str
+    folder: Path
+    options: dict
+    inputs: list[str] = field(default_factory=list)  # names of the steps it reads
+    key: str = ""
+    action: Callable[[Step, dict], dict] | None = None
+
+    def cached_summary(self) -> dict | None:
+        record = self.folder / STEP_RECORD
+        if not record.is_file():
+            return None
+        try:
+            data = json.loads(record.read_text())
+        except (json.JSONDecodeError, OSError):
+            return None
+        return data.get("summary") if data.get("key") == self.key else None
+
+
+@dataclass
+class PipelineResult:
+    out_dir: Path
+    steps: list[dict]
+    rows: list[dict]
+    report: Path
+    seconds: float
+
+    @property
+    def reused(self) -> int:
+        return sum(1 for step in self.steps if step["status"] == "reused")
+
+
+# ---------------------------------------------------------------- planning
+
+
+def plan(recipe: Recipe, out_dir: Path) -> list[Step]:
+    """The ordered steps of a recipe, with their keys (nothing is run or imported)."""
+    from toolkit.quantize.modes import MODES
+
+    steps: list[Step] = []
+    model_spec = recipe.source
+    if recipe.distill:
+        options = {"teacher": recipe.source, **recipe.distill}
+        steps.append(Step("distill", "distill", out_dir / "distill", options, action=_distill))
+        model_spec = str(out_dir / "distill")
+
+    models: list[Step] = []  # every step that yields a deployable model
+    for fmt in recipe.export:
+        step = Step(f"export-{fmt}", "export", out_dir / f"export-{fmt}", {"source": model_spec, "to": fmt})
+        step.inputs = ["distill"] if recipe.distill else []
+        step.action = _export
+        steps.append(step)
+        models.append(step)
+        for mode in recipe.quantize_modes:
+            if mode == "auto":
+                options = {"mode": "auto", "data": _auto_data(recipe), "budget": recipe.auto_budget_s}
+                options.update(_gates(recipe))
+            elif any(m.name == mode and m.format == fmt for m in MODES):
+                options = {"mode": mode, "calibration": recipe.calibration or _auto_data(recipe)}
+            else:
+                continue
+            quantized = Step(f"quantize-{fmt}-{mode}", "quantize", out_dir / f"quantize-{fmt}-{mode}", options)
+            quantized.inputs, quantized.action = [step.name], _quantize
+            steps.append(quantized)
+            models.append(quantized)
+
+    for model in models:
+        if recipe.validate:
+            options = {"reference": recipe.source, "data": recipe.validate["data"], **_gates(recipe)}
+            steps.append(
+                Step(f"validate-{model.name}", "validate", out_dir / f"validate-{model.name}", options,
+                     [model.name], action=_validate)
+            )
+        for device in recipe.bench_devices:
+            options = {"device": device, "runs": recipe.bench_runs}
+            steps.append(
+                Step(f"bench-{model.name}-{device}", "bench", out_dir / "bench" / f"{model.name}-{device}",
+                     options, [model.name], action=_bench)
+            )
+        for device in recipe.estimate_devices:
+            options = {"device": device, "estimate": True}
+            steps.append(
+                Step(f"estimate-{model.name}-{device}", "estimate", out_dir / "bench" / f"{model.name}-{device}-estimate",
+                     options, [model.name], action=_bench)
+            )
+    if recipe.breakeven is not None:
+        measured = [s.name for s in steps if s.stage == "bench"]
+        steps.append(
+            Step("breakeven", "breakeven", out_dir / "breakeven", {"scenario": recipe.breakeven},
+                 [s.name for s in steps if s.stage in ("validate", "bench")] or measured, action=_breakeven)
+        )
+    _assign_keys(steps, recipe)
+    return steps
+
+
+def _assign_keys(steps: list[Step], recipe: Recipe) -> None:
+    by_name = {}
+    source = {"spec": recipe.source}
+    if Path(recipe.source).is_file():
+        source["sha256"] = sha256_file(recipe.source)
+    for step in steps:
+        upstream = [by_name[name].key for name in step.inputs if name in by_name]
+        step.key = sha256_json({"v": __version__, "stage": step.stage, "options": step.options,
+                                "upstream": upstream, "source": source})
+        by_name[step.name] = step
+
+
+def _gates(recipe: Recipe) -> dict:
+    validate = recipe.validate or {}
+    return {k: validate[k] for k in ("max_drop", "min_agreement", "min_sqnr") if k in validate}
+
+
+def _auto_data(recipe: Recipe) -> str | None:
+    return (recipe.validate or {}).get("data") or recipe.calibration
+
+
+# ---------------------------------------------------------------- running
+
+
+def run(recipe: Recipe, out_dir: str | Path, *, force: bool = False, dry_run: bool = False) -> PipelineResult:
+    """Run (or, with dry_run, only describe) every step of a recipe, reusing unchanged ones."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    steps = plan(recipe, out_dir)
+    done: dict[str, dict] = {}
+    records = []
+    for index, step in enumerate(steps, 1):
+        cached = None if force else step.cached_summary()
+        label = f"[{index}/{len(steps)}] {step.name}"
+        if dry_run:
+            records.append({"step": step.name, "stage": step.stage, "folder": str(step.folder),
+                            "status": "reuse" if cached is not None else "run", "options": step.options})
+            info(f"{label}: {'reuse' if cached is not None else 'run'} → {step.folder}")
+            done[step.name] = cached or {}
+            continue
+        if cached is not None:
+            done[step.name] = cached
+            records.append({"step": step.name, "status": "reused", "seconds": 0.0, "folder": str(step.folder)})
+            info(f"{label}: reused")
+            continue
+        info(f"{label} ...")
+        t0 = time.perf_counter()
+        upstream = {name: done[name] for name in step.inputs if name in done}
+        summary = step.action(step, {"upstream": upstream, "all": done, "recipe": recipe, "force": force})
+        seconds = time.perf_counter() - t0
+        step.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(step.folder / STEP_RECORD, {"key": step.key, "step": step.name, "summary": summary})
+        done[step.name] = summary
+        records.append({"step": step.name, "status": "ran", "seconds": round(seconds, 2), "folder": str(step.folder)})
+        info(f"{label}: done in {seconds:.1f}s")
+    rows = summary_rows(steps, done)
+    report = out_dir / "index.html"
+    if not dry_run:
+        from toolkit.pipeline_report import write_index
+
+        write_index(report, recipe, rows, steps, done, records)
+    return PipelineResult(out_dir, records, rows, report, time.perf_counter() - started)
+
+
+def summary_rows(steps: list[Step], done: dict[str, dict]) -> list[dict]:
+    """One row per deployable model: format, mode, size, accuracy, drop, p50, break-even month."""
+    breakeven = done.get("breakeven") or {}
+    per_model = breakeven.get("per_model", {})
+    rows = []
+    for step in steps:
+        if step.stage not in ("export", "quantize"):
+            continue
+        model = done.get(step.name) or {}
+        validation = done.get(f"validate-{step.name}") or {}
+        bench = next((done[s.name] for s in steps if s.stage == "bench" and s.inputs == [step.name] and s.name in done), {})
+        rows.append({
+            "model": step.name,
+            "format": model.get("format"),
+            "mode": model.get("mode", "fp32"),
+            "size_bytes": model.get("size_bytes"),
+            "accuracy": validation.get("accuracy"),
+            "drop": validation.get("drop"),
+            "passed": validation.get("passed"),
+            "p50_ms": bench.get("p50_ms"),
+            "breakeven_month": per_model.get(step.name, {}).get("breakeven_month"),
+        })
+    return rows
+
+
+# ---------------------------------------------------------------- stage actions
+# Each takes the step and a context, does the work through the library, and returns a
+# small JSON-able summary that later steps and the report read.
+
+
+def _model_of(context: dict, step: Step) -> str:
+    return context["upstream"][step.inputs[0]]["model_path"]
+
+
+def _distill(step: Step, context: dict) -> dict:
+    from toolkit.distill import distill
+
+    options = dict(step.options)
+    teacher = options.pop("teacher")
+    student = options.pop("student")
+    data = options.pop("data", "builtin:digits:train")
+    result = distill(teacher, student, data, out_dir=step.folder, force=True, **options)
+    record = _as_dict(result)
+    return {"model_path": str(step.folder), **{k: v for k, v in record.items() if _is_plain(v)}}
+
+
+def _export(step: Step, context: dict) -> dict:
+    from toolkit.export import export
+
+    result = export(step.options["source"], step.options["to"], step.folder, force=True)
+    model_path = Path(result.model_path)
+    return {"model_path": str(model_path), "format": step.options["to"], "mode": "fp32",
+            "size_bytes": model_path.stat().st_size, "max_abs_error": result.max_abs_error}
+
+
+def _quantize(step: Step, context: dict) -> dict:
+    model = _model_of(context, step)
+    options = step.options
+    if options["mode"] == "auto":
+        from toolkit.quantize.auto import auto_quantize
+
+        gates = {k: options[k] for k in ("max_drop", "min_agreement") if k in options}
+        result = auto_quantize(model, step.folder, data=options["data"], budget_s=options["budget"], force=True, **gates)
+        record = _as_dict(result)
+        model_path = record.get("model_path")
+        mode = f"auto→{record.get('mode') or record.get('chosen') or '?'}"
+    else:
+        from toolkit.quantize import quantize
+
+        result = quantize(model, options["mode"], step.folder, calibration=options.get("calibration"), force=True)
+        model_path, mode = result.model_path, options["mode"]
+    model_path = Path(model_path)
+    return {"model_path": str(model_path), "format": model_path.suffix.lstrip("."), "mode": mode,
+            "size_bytes": model_path.stat().st_size}
+
+
+def _validate(step: Step, context: dict) -> dict:
+    from toolkit.validate import validate
+
+    options = step.options
+    gates = {k: options[k] for k in ("max_drop", "min_agreement", "min_sqnr") if k in options}
+    report = validate(_model_of(context, step), options["reference"], options["data"], out_dir=step.folder, **gates)
+    record = _as_dict(report)
+    summary = _validation_summary(record)
+    summary["report"] = str(step.folder / "report.md")
+    return summary
+
+
+def _validation_summary(record: dict) -> dict:
+    """accuracy, drop and agreement of the first output, and whether every gate passed."""
+    outputs = record.get("outputs") or []
+    first = outputs[0] if outputs else {}
+    accuracy = first.get("candidate_accuracy", first.get("accuracy"))
+    reference = first.get("reference_accuracy")
+    drop = first.get("drop", first.get("accuracy_drop"))
+    if drop is None and accuracy is not None and reference is not None:
+        drop = (reference - accuracy) * 100
+    return {"passed": bool(record.get("passed")), "accuracy": accuracy, "reference_accuracy": reference,
+            "drop": drop, "agreement": first.get("agreement"), "sqnr_db": first.get("sqnr_db")}
+
+
+def _bench(step: Step, context: dict) -> dict:
+    from toolkit.bench import bench
+
+    options = step.options
+    kwargs = {"device": options["device"]}
+    if options.get("estimate"):
+        kwargs["estimate"] = True
+    else:
+        kwargs["runs"] = options["runs"]
+    result = bench(_model_of(context, step), **kwargs)
+    step.folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(step.folder / "bench.json", result)
+    latency = result.get("latency_ms") or {}
+    return {"device": options["device"], "estimate": bool(options.get("estimate")),
+            "p50_ms": latency.get("p50") if isinstance(latency, dict) else latency,
+            "bench_json": str(step.folder / "bench.json"),
+            "bound": result.get("bound") or (result.get("estimate") or {}).get("bound") if isinstance(result.get("estimate"), dict) else result.get("bound")}
+
+
+def _breakeven(step: Step, context: dict) -> dict:
+    from toolkit.costs import breakeven
+    from toolkit.costs.report import write_reports
+
+    recipe: Recipe = context["recipe"]
+    done = context["all"]
+    chosen = _chosen_model(done)
+    bench_files = []
+    if chosen and chosen.get("bench_json"):
+        bench_files.append(chosen["bench_json"])
+    result = breakeven(step.options["scenario"], bench=bench_files)
+    paths = write_reports(result, step.folder)
+    record = _as_dict(result)
+    per_model = {}
+    for name, bench_record in _bench_by_model(done).items():
+        try:
+            per_model[name] = {"breakeven_month": _as_dict(breakeven(step.options["scenario"], bench=[bench_record["bench_json"]])).get("breakeven_month")}
+        except Exception as error:  # one model's bench that does not fit the scenario is reported, not fatal
+            per_model[name] = {"breakeven_month": None, "error": str(error)}
+    del recipe
+    return {"breakeven_month": record.get("breakeven_month"), "chosen_model": chosen.get("model") if chosen else None,
+            "reports": {k: str(v) for k, v in paths.items()}, "per_model": per_model}
+
+
+def _bench_by_model(done: dict) -> dict[str, dict]:
+    found = {}
+    for name, summary in done.items():
+        if name.startswith("bench-") and summary and not summary.get("estimate"):
+            model = name[len("bench-") : -(len(summary["device"]) + 1)]
+            found.setdefault(model, summary)
+    return found
+
+
+def _chosen_model(done: dict) -> dict | None:
+    """The smallest model that passed validation and was measured (else the smallest measured)."""
+    candidates = []
+    for model, bench_record in _bench_by_model(done).items():
+        validation = done.get(f"validate-{model}") or {}
+        size = (done.get(model) or {}).get("size_bytes") or 0
+        candidates.append((not validation.get("passed", True), size, model, bench_record))
+    if not candidates:
+        return None
+    _, _, model, bench_record = min(candidates)
+    return {"model": model, **bench_record}
+
+
+def _as_dict(value) -> dict:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(value)
+    return dict(vars(value))
+
+
+def _is_plain(value) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,211 @@
+"""Quantize an ONNX or TFLite model into a new artifact folder.
+
+`quantize(model, mode, out_dir)` picks the mode's function from `toolkit.quantize.modes`,
+checks the calibration data against the model's inputs before any work, builds the
+artifact in a staging folder (nothing half-written is ever left), checks that the result
+loads in its runtime, and records the size against the float model in the manifest.
+
+    from toolkit.quantize import quantize
+    result = quantize("exported/digits-onnx", "static-int8", "exported/digits-int8",
+                      calibration="builtin:digits:train")
+    print(result.size_ratio)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from toolkit.errors import BadInput, EdgewardError, Unsupported, missing_library
+
+MODEL_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
+
+
+@dataclass
+class QuantizeResult:
+    out_dir: Path
+    model_path: Path
+    mode: str
+    format: str
+    size_bytes: int
+    float_size_bytes: int
+    size_ratio: float
+    manifest: dict
+
+    def as_dict(self) -> dict:
+        return {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(self).items()}
+
+
+def model_format(model_path: Path) -> str:
+    fmt = MODEL_SUFFIXES.get(model_path.suffix.lower())
+    if fmt is None:
+        hint = " (export it first: edgeward export SOURCE --to onnx)" if model_path.suffix in (".pt", ".pt2") else ""
+        raise BadInput(f"{model_path}: quantize takes an .onnx or .tflite model{hint}")
+    return fmt
+
+
+def default_out_dir(model: str | os.PathLike, mode: str) -> Path:
+    """`exported/<name>-<mode>`, the name being the artifact folder's or the file's stem."""
+    path = Path(model)
+    if path.is_file() and (path.parent / "manifest.json").is_file():
+        path = path.parent
+    name = path.name if path.is_dir() else path.stem
+    return Path("exported") / f"{name}-{mode}"
+
+
+def model_bytes(model_path: Path) -> int:
+    if model_path.suffix.lower() == ".onnx":
+        from toolkit.quantize.onnx import model_bytes as onnx_bytes
+
+        return onnx_bytes(model_path)
+    return model_path.stat().st_size
+
+
+def quantize(
+    model: str | os.PathLike,
+    mode: str,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    calibration=None,
+    method: str = "minmax",
+    per_channel: bool = True,
+    calibration_size: int = 256,
+    exclude_nodes: list[str] | None = None,
+    force: bool = False,
+) -> QuantizeResult:
+    """Quantize MODEL (a file or an artifact folder) with MODE into OUT_DIR.
+
+    `calibration`: a Dataset or a data spec (`builtin:digits:train`, an .npz); required by
+    the static modes, ignored (with a warning) by the others. `exclude_nodes` keeps the
+    named nodes in float (ONNX node names; for TFLite, a substring of tensor names).
+    """
+    from toolkit.artifacts import check_writable, resolve_model, staged_folder, write_manifest
+    from toolkit.quantize.common import quiet_output
+    from toolkit.quantize.modes import check_method, get_mode
+    from toolkit.runtime import open_model
+
+    if mode == "auto":
+        raise BadInput("mode auto needs evaluation data: use edgeward quantize MODEL --mode auto --data DATA")
+    model_path = resolve_model(model)
+    fmt = model_format(model_path)
+    spec = get_mode(mode, fmt)
+    if spec.needs_calibration:
+        check_method(method, fmt)
+    if calibration_size < 1:
+        raise BadInput(f"calibration size must be at least 1, not {calibration_size}")
+    if spec.needs_calibration and calibration is None:
+        raise BadInput(f"{mode} needs calibration data: pass --calibration DATA (an .npz named after the inputs)")
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(model, mode)
+    check_writable(out_dir, force)
+    with quiet_output():  # LiteRT logs its delegate on stderr
+        runner = open_model(model_path)
+    refuse_quantized(model_path)
+    dataset = prepare_calibration(calibration, runner.inputs, spec, calibration_size)
+    try:
+        function = spec.load()
+    except ImportError:
+        raise missing_library(spec.library) from None
+    float_size = model_bytes(model_path)
+    with tempfile.TemporaryDirectory(prefix="edgeward-quantize-") as work, staged_folder(out_dir, force) as stage:
+        out_path = stage / f"model.{fmt}"
+        try:
+            notes = function(
+                model_path, out_path, workdir=Path(work), calibration=dataset, input_specs=runner.inputs,
+                method=method, per_channel=per_channel, exclude_nodes=list(exclude_nodes or []),
+            )
+        except (EdgewardError, KeyboardInterrupt):
+            raise
+        except Exception as error:  # the quantization libraries raise many unrelated types
+            raise Unsupported(f"{mode} quantization of {model_path.name} failed: {_first_line(error)}") from error
+        try:
+            with quiet_output():
+                open_model(out_path)
+        except EdgewardError as error:
+            raise Unsupported(f"{mode} produced a model its runtime cannot load: {error}") from None
+        size = model_bytes(out_path)
+        options = {"mode": mode, "method": method if spec.needs_calibration else None, "per_channel": per_channel,
+                   "calibration_size": calibration_size, "exclude_nodes": list(exclude_nodes or [])}
+        manifest = _manifest(stage, model, model_path, spec, options, dataset, notes, size, float_size)
+        write_manifest(stage, manifest)
+    final = out_dir.absolute()
+    return QuantizeResult(final, final / out_path.name, mode, fmt, size, float_size,
+                          manifest["size"]["ratio"], manifest)
+
+
+QUANTIZED_ONNX_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+                      "ConvInteger", "MatMulNBits", "QLinearConv", "QLinearMatMul", "GatherBlockQuantized"}
+
+
+def refuse_quantized(model_path: Path) -> None:
+    """Quantizing twice compounds the error and the quantizers fail obscurely: say so plainly."""
+    from toolkit.artifacts import artifact_folder_of, read_manifest
+
+    folder = artifact_folder_of(model_path)
+    manifest = read_manifest(folder) if folder else {}
+    done = manifest.get("mode") if manifest.get("stage") == "quantize" else None
+    if done is None and model_path.suffix.lower() == ".onnx":
+        import onnx
+
+        graph = onnx.load(str(model_path), load_external_data=False).graph
+        found = sorted({node.op_type for node in graph.node} & QUANTIZED_ONNX_OPS)
+        done = found[0] if found else None
+    if done:
+        parent = manifest.get("parent", {}).get("model")
+        hint = f"quantize its float parent {parent} instead" if parent else "quantize the float model instead"
+        raise BadInput(f"{model_path} is already quantized ({done}): {hint}")
+
+
+def prepare_calibration(calibration, specs, mode, calibration_size: int):
+    """Load and check calibration data before any expensive work; None where the mode needs none."""
+    from toolkit.console import warn
+    from toolkit.data import Dataset, check_matches, load_data
+    from toolkit.quantize.common import example_count, take
+
+    names = [spec.name for spec in specs]
+    if calibration is None:
+        if mode.needs_calibration:
+            raise BadInput(
+                f"{mode.name} needs calibration data: pass --calibration with an .npz holding "
+                f"{', '.join(names)} (or builtin:digits:train for the digits models)"
+            )
+        return None
+    if not mode.needs_calibration:
+        warn(f"{mode.name} does not use calibration data; ignoring it")
+        return None
+    dataset = calibration.renamed(names) if isinstance(calibration, Dataset) else load_data(calibration, names)
+    if example_count(dataset) == 0:
+        raise BadInput(f"the calibration set {dataset.name or ''!s} is empty: it needs at least one example")
+    check_matches(dataset, specs)
+    return take(dataset, calibration_size)
+
+
+def _manifest(stage, model, model_path, spec, options, dataset, notes, size, float_size) -> dict:
+    from toolkit.artifacts import artifact_folder_of, new_manifest, read_manifest, sha256_file, source_record
+
+    parent_folder = artifact_folder_of(model_path)
+    parent_manifest = read_manifest(parent_folder) if parent_folder else {}
+    parent = {"model": str(model_path.absolute()), "sha256": sha256_file(model_path)}
+    if parent_folder:
+        parent.update(folder=str(parent_folder), stage=parent_manifest.get("stage"),
+                      manifest_sha256=sha256_file(parent_folder / "manifest.json"))
+    libraries = ("onnx", "onnxruntime", "onnxconverter-common") if spec.format == "onnx" else (
+        "ai-edge-quantizer", "ai-edge-litert")
+    calibration = None
+    if dataset is not None:
+        from toolkit.quantize.common import example_count
+
+        calibration = {"data": dataset.name, "examples": example_count(dataset)}
+    return new_manifest(
+        "quantize", stage, source=source_record(str(model)), options=options, libraries=libraries,
+        model_file=f"model.{spec.format}", mode=spec.name, format=spec.format, parent=parent,
+        origin=parent_manifest.get("origin") or parent_manifest.get("source") or {"spec": str(model)},
+        size={"bytes": size, "float_bytes": float_size, "ratio": round(size / float_size, 4)},
+        quantization=notes, calibration=calibration,
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]

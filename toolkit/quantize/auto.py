@@ -1,0 +1,395 @@
+"""Accuracy-gated auto quantization: the smallest model that still answers like the original.
+
+Users pick a mode, find that "static int8 gives very bad results", and cannot tell which
+layer broke. `auto_quantize` tries the modes that apply, from the smallest expected file
+to the largest, validates each on DATA against the float model, and keeps the smallest
+that passes the gates. For ONNX, when no full int8 mode passes, it runs the per-layer
+pass on the static int8 try, keeps the worst nodes in float (mixed precision) and tries
+again with 1, 2, 4, … of them excluded. All within a time budget.
+
+Whatever happens, OUT_DIR holds the best model so far (`model.*` + `manifest.json`),
+every tried model under `tries/`, and the table of tries (`tries.json`, `tries.md`),
+rewritten after each try, so Ctrl-C or a spent budget still leaves a usable result.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from toolkit.errors import BadInput, EdgewardError
+
+# Expected size of each mode's model against float32: the order in which modes are tried.
+EXPECTED_RATIO = {
+    "int4-weight": 0.16, "weight-int4": 0.16,
+    "dynamic-int8": 0.27, "static-int8": 0.27, "weight-int8": 0.27,
+    "fp16": 0.5,
+}
+MIXED_STEPS = (1, 2, 4, 8, 16)  # worst nodes kept in float, per mixed-precision retry
+DEFAULT_AGREEMENT_WITHOUT_LABELS = 0.99
+
+
+@dataclass
+class Try:
+    index: int
+    mode: str
+    excluded: list[str] = field(default_factory=list)
+    folder: str | None = None  # relative to out_dir
+    size_bytes: int | None = None
+    size_ratio: float | None = None
+    accuracy: float | None = None  # fraction, first labelled output
+    drop: float | None = None  # points
+    agreement: float | None = None
+    sqnr_db: float | None = None
+    passed: bool = False
+    smaller: bool = False  # smaller than the float model (a try that is not cannot be chosen)
+    seconds: float = 0.0
+    error: str | None = None
+    failed_gates: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode}+{len(self.excluded)} float" if self.excluded else self.mode
+
+
+@dataclass
+class AutoResult:
+    out_dir: Path
+    model_path: Path | None  # the chosen (or best so far) model in out_dir
+    mode: str | None  # what the chosen try did, e.g. "static-int8" or "static-int8+2 float"
+    passed: bool
+    tries: list[Try]
+    chosen: int | None  # index of the chosen try
+    format: str
+    float_size_bytes: int
+    reference_accuracy: float | None
+    gates: dict
+    budget_s: float
+    seconds: float
+    stopped: str  # why it stopped: "passed", "all modes tried", "budget spent"
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["out_dir"] = str(self.out_dir)
+        data["model_path"] = str(self.model_path) if self.model_path else None
+        data["tries"] = [{**asdict(t), "label": t.label} for t in self.tries]
+        from toolkit.validate import _finite
+
+        return _finite(data)
+
+    to_dict = as_dict
+
+    def failure_line(self) -> str:
+        if self.passed:
+            return ""
+        tried = ", ".join(t.label for t in self.tries) or "nothing"
+        return (f"no quantized model passed the gates ({_gate_text(self.gates)}); tried {tried}; "
+                f"the table is in {self.out_dir}/tries.md")
+
+    def summary(self) -> str:
+        lines = [table_text(self.tries, self.chosen, self.reference_accuracy, self.float_size_bytes)]
+        if self.passed and self.chosen is not None:
+            best = self.tries[self.chosen]
+            lines.append(f"chosen: {best.label}, {_kib(best.size_bytes)} ({best.size_ratio:.2f}x of float), "
+                         f"{_gate_text(self.gates)}: passed -> {self.model_path}")
+        else:
+            saved = f"; best so far saved in {self.model_path}" if self.model_path else ""
+            lines.append(f"nothing passed ({_gate_text(self.gates)}, stopped: {self.stopped}){saved}")
+        return "\n".join(lines)
+
+
+def auto_quantize(
+    model,
+    out_dir,
+    *,
+    data,
+    max_drop: float | None = 1.0,
+    min_agreement: float | None = None,
+    budget_s: float = 300.0,
+    calibration=None,
+    force: bool = False,
+) -> AutoResult:
+    """Try the modes that apply to MODEL, smallest first; keep the smallest that passes on DATA.
+
+    `data`: labelled evaluation data (spec or Dataset); without labels, argmax agreement
+    (default 0.99) is the gate. `calibration`: data for the static modes (default: DATA,
+    which the table notes). Returns the AutoResult; `passed` False when nothing passed
+    (the CLI turns that into exit 1).
+    """
+    from toolkit.artifacts import check_writable, resolve_model
+    from toolkit.console import info, warn
+    from toolkit.data import Dataset, load_data
+    from toolkit.quantize import model_bytes, model_format, refuse_quantized
+    from toolkit.quantize.modes import modes_for
+    from toolkit.runtime import open_model
+    from toolkit.validate import check_gates
+    from toolkit.validate_run import prepare_feeds, run_side
+
+    started = time.perf_counter()
+    check_gates(max_drop, min_agreement, None)
+    if budget_s is None or not budget_s > 0:
+        raise BadInput(f"--budget {budget_s}: give a positive number of seconds")
+    model_path = resolve_model(model)
+    fmt = model_format(model_path)
+    out_dir = check_writable(Path(out_dir), force)
+    refuse_quantized(model_path)
+    runner = open_model(model_path)
+    names = [spec.name for spec in runner.inputs]
+    dataset = data if isinstance(data, Dataset) else load_data(data, names)
+    feeds = prepare_feeds(dataset, runner, "data")
+    if dataset.labels is None and min_agreement is None:
+        min_agreement = DEFAULT_AGREEMENT_WITHOUT_LABELS
+        warn(f"{dataset.name}: no labels, so the gate is argmax agreement >= {min_agreement}")
+    gates = {"max_drop": max_drop if dataset.labels is not None else None, "min_agreement": min_agreement}
+    reference_outputs = run_side(runner, feeds)
+    output_names = [spec.name for spec in runner.outputs]
+    if calibration is None and any(mode.needs_calibration for mode in modes_for(fmt)):
+        calibration = dataset
+        info(f"calibrating the static modes on the evaluation data ({dataset.name}); pass a calibration set to keep them apart")
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # check_writable has refused this unless --force
+    (out_dir / "tries").mkdir(parents=True)
+    state = _State(out_dir, model_path, fmt, model_bytes(model_path), dataset, feeds, reference_outputs,
+                   output_names, gates, calibration)
+    state.reference_accuracy = _reference_accuracy(reference_outputs, dataset)
+
+    stopped = "all modes tried"
+    plan = sorted(modes_for(fmt), key=lambda mode: EXPECTED_RATIO.get(mode.name, 1.0))
+    last_int8 = _last_int8(plan)
+    passed_ratio = None  # the smallest size ratio that passed so far
+    for mode in plan:
+        ratio = EXPECTED_RATIO.get(mode.name, 1.0)
+        if passed_ratio is not None and ratio >= passed_ratio:
+            break  # every mode left is expected to be larger than what passed
+        if state.tries and time.perf_counter() - started >= budget_s:  # the first try always runs
+            stopped = "budget spent"
+            break
+        attempt = state.run_try(mode.name, [], mode.needs_calibration)
+        if attempt.passed and attempt.smaller:
+            passed_ratio = min(passed_ratio or 1.0, attempt.size_ratio)
+        if fmt == "onnx" and mode.name == last_int8 and passed_ratio is None:
+            mixed = _mixed_precision(state, started, budget_s)
+            if mixed is not None:
+                passed_ratio = mixed.size_ratio
+    if passed_ratio is not None and stopped != "budget spent":
+        stopped = "passed"
+    best = state.best()
+    return AutoResult(
+        out_dir=out_dir.absolute(), model_path=state.saved_path, mode=best.label if best else None,
+        passed=bool(best and best.passed and best.smaller), tries=state.tries,
+        chosen=best.index if best else None, format=fmt, float_size_bytes=state.float_size,
+        reference_accuracy=state.reference_accuracy, gates=gates, budget_s=budget_s,
+        seconds=round(time.perf_counter() - started, 3), stopped=stopped,
+    )
+
+
+def _last_int8(plan) -> str | None:
+    names = [mode.name for mode in plan if EXPECTED_RATIO.get(mode.name) == EXPECTED_RATIO["static-int8"]]
+    return names[-1] if names else None
+
+
+def _mixed_precision(state, started: float, budget_s: float) -> Try | None:
+    """Keep the worst nodes of the static int8 try in float, more each time; the first that passes."""
+    from toolkit.console import info
+    from toolkit.per_layer import per_layer_error
+
+    base = next((t for t in state.tries if t.mode == "static-int8" and not t.error and not t.excluded), None)
+    if base is None or time.perf_counter() - started >= budget_s:
+        return None
+    result = per_layer_error(state.out_dir / base.folder, state.model_path, state.dataset, top=max(MIXED_STEPS))
+    ranked = [layer.nodes for layer in result.worst]
+    info("per-layer: worst nodes " + ", ".join(f"{layer.node} ({layer.local_sqnr_db} dB)" for layer in result.worst[:5]))
+    tried_counts = set()
+    for count in MIXED_STEPS:
+        count = min(count, len(ranked))
+        if count == 0 or count in tried_counts:
+            break
+        tried_counts.add(count)
+        if time.perf_counter() - started >= budget_s:
+            return None
+        excluded = list(dict.fromkeys(name for chain in ranked[:count] for name in chain))
+        attempt = state.run_try("static-int8", excluded, True)
+        if attempt.passed and attempt.smaller:
+            return attempt
+    return None
+
+
+class _State:
+    """The tries so far, and the best model saved into out_dir after each of them."""
+
+    def __init__(self, out_dir, model_path, fmt, float_size, dataset, feeds, reference_outputs, output_names,
+                 gates, calibration):
+        self.out_dir, self.model_path, self.fmt, self.float_size = out_dir, model_path, fmt, float_size
+        self.dataset, self.feeds, self.reference_outputs = dataset, feeds, reference_outputs
+        self.output_names, self.gates, self.calibration = output_names, gates, calibration
+        self.tries: list[Try] = []
+        self.saved_index: int | None = None
+        self.saved_path: Path | None = None
+        self.reference_accuracy: float | None = None
+
+    def run_try(self, mode: str, excluded: list[str], calibrated: bool) -> Try:
+        from toolkit.console import info
+        from toolkit.quantize import quantize
+
+        attempt = Try(index=len(self.tries), mode=mode, excluded=excluded)
+        attempt.folder = f"tries/{attempt.index + 1:02d}-{mode}" + (f"-mixed{len(excluded)}" if excluded else "")
+        tick = time.perf_counter()
+        try:
+            result = quantize(self.model_path, mode, self.out_dir / attempt.folder, calibration=self.calibration if calibrated else None,
+                              exclude_nodes=excluded, force=True)
+            attempt.size_bytes = result.size_bytes
+            attempt.size_ratio = round(result.size_bytes / self.float_size, 4)
+            attempt.smaller = result.size_bytes < self.float_size
+            self._judge(attempt, result.model_path)
+        except EdgewardError as error:
+            attempt.error = str(error)
+        attempt.seconds = round(time.perf_counter() - tick, 3)
+        self.tries.append(attempt)
+        info(f"try {attempt.index + 1}: {attempt.label}: " + (attempt.error or
+             f"{_kib(attempt.size_bytes)}, {_acc(attempt)}, {'passed' if attempt.passed else 'failed'}"))
+        self._save()
+        return attempt
+
+    def _judge(self, attempt: Try, model_path: Path) -> None:
+        from toolkit.artifacts import update_manifest
+        from toolkit.runtime import open_model
+        from toolkit.validate_metrics import compare_outputs, evaluate_gates, match_outputs
+        from toolkit.validate_run import prepare_feeds, run_side
+
+        runner = open_model(model_path)
+        outputs = run_side(runner, prepare_feeds(self.dataset, runner, "data"))
+        pairs = match_outputs([s.name for s in runner.outputs], outputs, self.output_names, self.reference_outputs)
+        metrics, _ = compare_outputs(pairs, self.dataset.labels, data_name=self.dataset.name)
+        gates = evaluate_gates(metrics, self.gates["max_drop"], self.gates["min_agreement"], None)
+        first = next((m for m in metrics if m.candidate_accuracy is not None),
+                     next((m for m in metrics if m.agreement is not None), metrics[0]))
+        attempt.accuracy, attempt.drop = first.candidate_accuracy, _round(first.drop)
+        attempt.agreement, attempt.sqnr_db = _round(first.agreement, 6), _round(first.sqnr_db)
+        attempt.passed = all(gate.passed for gate in gates)
+        attempt.failed_gates = [gate.describe() for gate in gates if not gate.passed]
+        update_manifest(model_path.parent, validation={
+            "data": self.dataset.name, "samples": len(self.dataset), "passed": attempt.passed,
+            "accuracy": attempt.accuracy, "drop": attempt.drop, "agreement": attempt.agreement,
+            "gates": [asdict(gate) for gate in gates], "by": "auto"})
+
+    def best(self) -> Try | None:
+        """The smallest passing try smaller than float; else the most accurate one that ran."""
+        ran = [t for t in self.tries if not t.error]
+        passing = [t for t in ran if t.passed and t.smaller]
+        if passing:
+            return min(passing, key=lambda t: (t.size_bytes, t.index))
+        if not ran:
+            return None
+        return max(ran, key=lambda t: (t.accuracy if t.accuracy is not None else -1.0,
+                                       t.agreement or 0.0, -(t.size_bytes or 0)))
+
+    def _save(self) -> None:
+        from toolkit.artifacts import atomic_write_json, atomic_write_text
+
+        rows = [{**asdict(t), "label": t.label} for t in self.tries]
+        best = self.best()
+        if best is not None and best.index != self.saved_index:
+            self._save_model(best)
+        from toolkit.validate import _finite
+
+        atomic_write_json(self.out_dir / "tries.json", _finite({
+            "model": str(self.model_path), "format": self.fmt, "float_size_bytes": self.float_size,
+            "reference_accuracy": self.reference_accuracy, "gates": self.gates, "data": self.dataset.name,
+            "chosen": self.saved_index, "passed": bool(best and best.passed and best.smaller), "tries": rows}))
+        atomic_write_text(self.out_dir / "tries.md", "# Auto quantization\n\n" + table_markdown(
+            self.tries, self.saved_index, self.reference_accuracy, self.float_size, self.gates))
+
+    def _save_model(self, best: Try) -> None:
+        from toolkit.artifacts import atomic_copy, read_manifest, write_manifest
+
+        folder = self.out_dir / best.folder
+        for item in folder.iterdir():
+            if item.is_file() and item.name != "manifest.json":
+                atomic_copy(item, self.out_dir / item.name)
+        stale = self.out_dir / f"model.{'tflite' if self.fmt == 'onnx' else 'onnx'}"
+        if stale.exists():
+            os.unlink(stale)
+        manifest = read_manifest(folder)
+        manifest["auto"] = {
+            "chosen": best.label, "try": best.folder, "passed": bool(best.passed and best.smaller),
+            "gates": self.gates, "data": self.dataset.name, "tries": "tries.json",
+        }
+        manifest["options"] = {**manifest.get("options", {}), "auto": True}
+        write_manifest(self.out_dir, manifest)
+        self.saved_index, self.saved_path = best.index, (self.out_dir / f"model.{self.fmt}").absolute()
+
+
+def _reference_accuracy(outputs, dataset) -> float | None:
+    from toolkit.validate_metrics import _labels_fit, top1_accuracy
+
+    if dataset.labels is None:
+        return None
+    for output in outputs:
+        if output.ndim >= 2 and _labels_fit(dataset.labels, output):
+            return top1_accuracy(output, dataset.labels)
+    return None
+
+
+def _round(value, digits: int = 4):
+    return None if value is None else round(float(value), digits)
+
+
+def _kib(size) -> str:
+    return "–" if size is None else f"{size / 1024:.1f} KiB"
+
+
+def _acc(t: Try) -> str:
+    if t.accuracy is not None:
+        return f"accuracy {t.accuracy:.2%} (drop {t.drop:.2f})"
+    return f"agreement {t.agreement}"
+
+
+def _gate_text(gates: dict) -> str:
+    parts = []
+    if gates.get("max_drop") is not None:
+        parts.append(f"drop <= {gates['max_drop']:g} points")
+    if gates.get("min_agreement") is not None:
+        parts.append(f"agreement >= {gates['min_agreement']:g}")
+    return " and ".join(parts) or "no gate"
+
+
+def _rows(tries, chosen):
+    for t in tries:
+        yield [
+            str(t.index + 1), t.label, _kib(t.size_bytes), "–" if t.size_ratio is None else f"{t.size_ratio:.2f}x",
+            "–" if t.accuracy is None else f"{t.accuracy:.2%}", "–" if t.drop is None else f"{t.drop:.2f}",
+            "–" if t.agreement is None else f"{t.agreement:.4f}",
+            "error" if t.error else ("yes" if t.passed else "no"),
+            ("chosen" if t.index == chosen else "") + (" not smaller than float" if not t.error and not t.smaller else "")
+            + (f" {t.error}" if t.error else ""),
+        ]
+
+
+HEADER = ["#", "mode", "size", "ratio", "accuracy", "drop", "agreement", "passed", "note"]
+
+
+def table_text(tries, chosen, reference_accuracy, float_size) -> str:
+    rows = [HEADER, *_rows(tries, chosen)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER) - 1)]
+    lines = [f"float: {_kib(float_size)}" + (f", accuracy {reference_accuracy:.2%}" if reference_accuracy is not None else "")]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def table_markdown(tries, chosen, reference_accuracy, float_size, gates) -> str:
+    lines = [f"Float model: {_kib(float_size)}"
+             + (f", accuracy {reference_accuracy:.2%}" if reference_accuracy is not None else "")
+             + f". Gates: {_gate_text(gates)}.", "",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for row in _rows(tries, chosen):
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
+    excluded = [t for t in tries if t.excluded]
+    if excluded:
+        lines += ["", "Nodes kept in float:"]
+        lines += [f"- try {t.index + 1}: {', '.join(t.excluded)}" for t in excluded]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,124 @@
+"""TFLite quantization with Google's ai-edge-quantizer (no TensorFlow needed).
+
+Each mode is a recipe built with `RecipeManager`, so per-channel/per-tensor and
+excluded layers (by tensor-name regex, for mixed precision) apply to every mode alike.
+Static int8 is full integer: weights, activations and the model's inputs and outputs
+are int8 (the runtime in `toolkit.runtime` quantizes inputs and dequantizes outputs).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import BadInput
+from toolkit.quantize.common import calibration_batches, quiet_output
+
+
+def _recipe(kind: str, *, per_channel: bool = True, exclude_nodes=None, bits: int = 8):
+    from ai_edge_quantizer import recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from ai_edge_quantizer.qtyping import QuantGranularity, TFLOperationName
+
+    manager = recipe_manager.RecipeManager()
+    every, ops = ".*", TFLOperationName.ALL_SUPPORTED
+    granularity = QuantGranularity.CHANNELWISE if per_channel else QuantGranularity.TENSORWISE
+    if kind == "dynamic":
+        manager.add_dynamic_config(regex=every, operation_name=ops, num_bits=bits, granularity=granularity)
+    elif kind == "weight":
+        manager.add_weight_only_config(regex=every, operation_name=ops, num_bits=bits, granularity=granularity)
+    elif kind == "static":
+        manager.add_static_config(
+            regex=every, operation_name=ops, activation_num_bits=8, weight_num_bits=8,
+            weight_granularity=granularity,
+        )
+        # The static recipe leaves embedding tables float (often most of a language model's
+        # bytes); store them as int8 too: an int8 table, looked up and dequantized.
+        manager.add_weight_only_config(
+            regex=every, operation_name=TFLOperationName.EMBEDDING_LOOKUP, num_bits=8, granularity=granularity,
+        )
+    elif kind == "fp16":
+        manager.add_weight_only_config(
+            regex=every, operation_name=ops, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING,
+        )
+    for name in exclude_nodes or []:
+        manager.add_quantization_config(
+            regex=f".*{re.escape(name)}.*", operation_name=ops, algorithm_key=AlgorithmName.NO_QUANTIZE,
+        )
+    return manager.get_quantization_recipe()
+
+
+def _run(model_path: Path, out_path: Path, recipe, calibration_data=None) -> None:
+    from ai_edge_quantizer import quantizer
+
+    with quiet_output():
+        engine = quantizer.Quantizer(str(model_path), recipe)
+        calibration_result = engine.calibrate(calibration_data) if engine.need_calibration else None
+        result = engine.quantize(calibration_result, enable_progress_report=False)
+    out_path.write_bytes(bytes(result.quantized_model))
+
+
+def dynamic_int8(model_path: Path, out_path: Path, *, per_channel: bool = True, exclude_nodes=None, **_) -> dict:
+    _run(model_path, out_path, _recipe("dynamic", per_channel=per_channel, exclude_nodes=exclude_nodes))
+    return {"recipe": "dynamic_wi8_afp32", "per_channel": per_channel}
+
+
+def weight_int8(model_path: Path, out_path: Path, *, per_channel: bool = True, exclude_nodes=None, **_) -> dict:
+    _run(model_path, out_path, _recipe("weight", per_channel=per_channel, exclude_nodes=exclude_nodes))
+    return {"recipe": "weight_only_wi8_afp32", "per_channel": per_channel}
+
+
+def weight_int4(model_path: Path, out_path: Path, *, per_channel: bool = True, exclude_nodes=None, **_) -> dict:
+    recipe = _recipe("weight", per_channel=per_channel, exclude_nodes=exclude_nodes, bits=4)
+    _run(model_path, out_path, recipe)
+    return {"recipe": "weight_only_wi4_afp32", "per_channel": per_channel}
+
+
+def fp16(model_path: Path, out_path: Path, *, exclude_nodes=None, **_) -> dict:
+    _run(model_path, out_path, _recipe("fp16", exclude_nodes=exclude_nodes))
+    return {"recipe": "float_casting fp16 weights"}
+
+
+def static_int8(model_path: Path, out_path: Path, *, calibration, per_channel: bool = True,
+                exclude_nodes=None, **_) -> dict:
+    recipe = _recipe("static", per_channel=per_channel, exclude_nodes=exclude_nodes)
+    signature, samples = signature_samples(model_path, calibration)
+    _run(model_path, out_path, recipe, {signature: samples})
+    return {"recipe": "static_wi8_ai8", "per_channel": per_channel, "calibration_method": "minmax",
+            "calibration_samples": len(samples), "signature": signature}
+
+
+def signature_samples(model_path: Path, dataset) -> tuple[str, list[dict]]:
+    """Calibration feeds keyed by the model's first signature and its argument names.
+
+    The runtime names a litert-torch input `args_0` (from `serving_default_args_0:0`), the
+    same as the signature argument; a lone input is matched whatever its name.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model_path))
+    signatures = interpreter.get_signature_list()
+    if not signatures:
+        raise BadInput(f"{model_path.name} has no signature: ai-edge-quantizer cannot calibrate it")
+    key = next(iter(signatures))
+    arguments = list(signatures[key]["inputs"])
+    runner = interpreter.get_signature_runner(key)
+    details = runner.get_input_details()
+    shapes = [list(detail["shape"]) for detail in details.values()]
+    batch = int(shapes[0][0]) if shapes and shapes[0] and shapes[0][0] > 0 else 1
+    samples = []
+    for feed in calibration_batches(dataset, batch):
+        if any(np.ndim(a) and len(a) != batch for a in feed.values()):
+            continue  # a short last batch cannot fill a fixed-shape input
+        sample = {}
+        for argument in arguments:
+            array = feed.get(argument)
+            if array is None and len(feed) == 1 and len(arguments) == 1:
+                array = next(iter(feed.values()))
+            if array is None:
+                raise BadInput(f"the calibration data has no input for the signature argument {argument!r}")
+            sample[argument] = np.asarray(array, dtype=details[argument]["dtype"])
+        samples.append(sample)
+    return key, samples

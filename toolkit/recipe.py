@@ -1,0 +1,249 @@
+"""Recipes: one YAML file naming every stage from source to break-even report.
+
+A recipe is parsed and checked once, at the edge, and every problem in it is reported
+together (one `BadInput` listing them all). Only `pipeline.py` and the CLI see it.
+
+    name: digits-demo
+    source: builtin:digits-cnn
+    distill:                        # optional
+      student: shrink:0.5
+      data: builtin:digits:train
+      val: builtin:digits:test
+      epochs: 20
+    export: [onnx, tflite]
+    quantize:
+      modes: [dynamic-int8, static-int8, fp16]    # each applied where the format allows; or [auto]
+      calibration: builtin:digits:train
+    validate:
+      data: builtin:digits:test
+      max_drop: 1.0                 # points of accuracy
+      min_agreement: 0.98
+    bench:
+      devices: [localhost]          # measured
+      estimate: [raspberry-pi-5, pixel-8]
+      runs: 50
+    breakeven:
+      scenario: scenario.yaml       # a path (relative to the recipe) or the scenario inline
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit.errors import BadInput
+
+FORMATS = ("onnx", "tflite")
+TOP_LEVEL = ("name", "source", "distill", "export", "quantize", "validate", "bench", "breakeven")
+
+
+@dataclass
+class Recipe:
+    name: str
+    source: str
+    distill: dict | None = None
+    export: list[str] = field(default_factory=lambda: ["onnx"])
+    quantize_modes: list[str] = field(default_factory=list)
+    calibration: str | None = None
+    auto_budget_s: float = 300.0
+    validate: dict | None = None
+    bench_devices: list[str] = field(default_factory=list)
+    estimate_devices: list[str] = field(default_factory=list)
+    bench_runs: int = 50
+    breakeven: dict | None = None  # the scenario, inline
+    base_dir: Path = Path(".")
+
+
+def load_recipe(path_or_data, base_dir: Path | None = None) -> Recipe:
+    """Parse a recipe file (or an already-loaded dict) and check it, listing every problem."""
+    import yaml
+
+    if isinstance(path_or_data, dict):
+        data, base = path_or_data, base_dir or Path(".")
+        origin = "recipe"
+    else:
+        path = Path(path_or_data)
+        if not path.is_file():
+            raise BadInput(f"{path}: no such recipe file")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise BadInput(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        base, origin = path.resolve().parent, str(path)
+    if not isinstance(data, dict):
+        raise BadInput(f"{origin}: a recipe is a YAML mapping (name, source, export, ...)")
+    problems: list[str] = []
+    recipe = _parse(data, base, problems)
+    if not problems:
+        _check_references(recipe, problems)
+    if problems:
+        listed = "; ".join(problems)
+        raise BadInput(f"{origin}: {len(problems)} problem(s): {listed}")
+    return recipe
+
+
+def _parse(data: dict, base: Path, problems: list[str]) -> Recipe:
+    for key in data:
+        if key not in TOP_LEVEL:
+            problems.append(f"unknown key {key!r}{_suggest(key, TOP_LEVEL)}")
+    source = data.get("source")
+    if not isinstance(source, str) or not source:
+        problems.append("'source' is required (e.g. builtin:digits-cnn or a model path)")
+        source = ""
+    name = str(data.get("name") or _default_name(source))
+
+    distill = data.get("distill")
+    if distill is not None:
+        if not isinstance(distill, dict) or not distill.get("student"):
+            problems.append("'distill' needs at least 'student' (e.g. shrink:0.5)")
+            distill = None
+        else:
+            _check_number(distill, "epochs", problems, "distill", minimum=1, integer=True)
+            _check_number(distill, "temperature", problems, "distill", minimum=1e-9)
+            _check_number(distill, "alpha", problems, "distill", minimum=0, maximum=1)
+
+    export = data.get("export", ["onnx"])
+    export = [export] if isinstance(export, str) else export
+    if not isinstance(export, list) or not export:
+        problems.append("'export' is a list of formats (onnx, tflite)")
+        export = []
+    for fmt in export:
+        if fmt not in FORMATS:
+            problems.append(f"export: unknown format {fmt!r}{_suggest(str(fmt), FORMATS)}")
+
+    quantize = data.get("quantize") or {}
+    if isinstance(quantize, list | str):
+        quantize = {"modes": quantize}
+    if not isinstance(quantize, dict):
+        problems.append("'quantize' is a mapping with 'modes' and optional 'calibration'")
+        quantize = {}
+    modes = quantize.get("modes", [])
+    modes = [modes] if isinstance(modes, str) else list(modes or [])
+    _check_number(quantize, "budget", problems, "quantize", minimum=1)
+
+    validate = data.get("validate")
+    if validate is not None:
+        if not isinstance(validate, dict) or not validate.get("data"):
+            problems.append("'validate' needs 'data' (e.g. builtin:digits:test)")
+            validate = None
+        else:
+            _check_number(validate, "max_drop", problems, "validate", minimum=0, maximum=100)
+            _check_number(validate, "min_agreement", problems, "validate", minimum=0, maximum=1)
+            _check_number(validate, "min_sqnr", problems, "validate")
+    if "auto" in modes and not (validate or quantize.get("data")):
+        problems.append("quantize mode 'auto' needs validation data ('validate: data:' or 'quantize: data:')")
+
+    bench = data.get("bench") or {}
+    if not isinstance(bench, dict):
+        problems.append("'bench' is a mapping with 'devices' and/or 'estimate'")
+        bench = {}
+    _check_number(bench, "runs", problems, "bench", minimum=1, integer=True)
+
+    scenario = data.get("breakeven")
+    if scenario is not None:
+        scenario = _load_scenario(scenario, base, problems)
+
+    return Recipe(
+        name=name,
+        source=_resolve(source, base),
+        distill=distill,
+        export=list(export),
+        quantize_modes=modes,
+        calibration=_resolve(quantize.get("calibration"), base) if quantize.get("calibration") else None,
+        auto_budget_s=float(quantize.get("budget", 300)),
+        validate=validate,
+        bench_devices=list(bench.get("devices") or []),
+        estimate_devices=list(bench.get("estimate") or []),
+        bench_runs=int(bench.get("runs", 50)),
+        breakeven=scenario,
+        base_dir=base,
+    )
+
+
+def _load_scenario(value, base: Path, problems: list[str]) -> dict | None:
+    import yaml
+
+    if isinstance(value, dict) and "scenario" in value and len(value) == 1:
+        value = value["scenario"]
+    if isinstance(value, str):
+        path = (base / value) if not Path(value).is_absolute() else Path(value)
+        if not path.is_file():
+            problems.append(f"breakeven: scenario file {value!r} not found")
+            return None
+        try:
+            value = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            problems.append(f"breakeven: {value} is not valid YAML ({str(error).splitlines()[0]})")
+            return None
+    if not isinstance(value, dict):
+        problems.append("breakeven: give a scenario mapping or the path of a scenario file")
+        return None
+    return value
+
+
+def _check_references(recipe: Recipe, problems: list[str]) -> None:
+    """Names that only the library can check: modes, devices, data specs, the scenario."""
+    from toolkit.quantize.modes import MODES
+
+    known_modes = sorted({mode.name for mode in MODES} | {"auto"})
+    for mode in recipe.quantize_modes:
+        if mode not in known_modes:
+            problems.append(f"quantize: unknown mode {mode!r}{_suggest(mode, known_modes)}")
+    for spec in filter(None, [recipe.calibration, (recipe.validate or {}).get("data")]):
+        _check_data_spec(spec, problems)
+    if recipe.distill:
+        for key in ("data", "val"):
+            if recipe.distill.get(key):
+                _check_data_spec(recipe.distill[key], problems)
+    if not recipe.source.startswith("builtin:") and ":" not in recipe.source and not Path(recipe.source).exists():
+        problems.append(f"source {recipe.source!r} not found")
+    devices = recipe.bench_devices + recipe.estimate_devices
+    if devices:
+        from toolkit.devices.profiles import list_profiles
+
+        names = sorted(profile.name for profile in list_profiles())
+        for device in devices:
+            if device not in names:
+                problems.append(f"bench: unknown device {device!r}{_suggest(device, names)}")
+    if recipe.breakeven is not None:
+        from toolkit.costs.scenario import scenario_problems
+
+        problems.extend(f"breakeven: {problem}" for problem in scenario_problems(recipe.breakeven))
+
+
+def _check_data_spec(spec: str, problems: list[str]) -> None:
+    if spec.startswith("builtin:"):
+        if spec not in ("builtin:digits", "builtin:digits:train", "builtin:digits:test", "builtin:digits:all"):
+            problems.append(f"unknown builtin data {spec!r} (builtin:digits[:train|:test])")
+    elif not Path(spec).is_file():
+        problems.append(f"data file {spec!r} not found")
+
+
+def _check_number(section: dict, key: str, problems, where: str, *, minimum=None, maximum=None, integer=False):
+    if key not in section:
+        return
+    value = section[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+        problems.append(f"{where}.{key} must be a{'n integer' if integer else ' number'}, not {value!r}")
+    elif (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = f"{minimum if minimum is not None else '-inf'}..{maximum if maximum is not None else 'inf'}"
+        problems.append(f"{where}.{key} = {value} is outside {bounds}")
+
+
+def _resolve(spec: str | None, base: Path) -> str:
+    """A relative file path in a recipe is relative to the recipe's folder."""
+    if not spec or spec.startswith("builtin:") or Path(spec).is_absolute():
+        return spec or ""
+    candidate = base / spec
+    return str(candidate) if candidate.exists() else spec
+
+
+def _default_name(source: str) -> str:
+    text = source.split(":", 1)[1] if source.startswith("builtin:") else Path(source).stem
+    return text or "model"
+
+
+def _suggest(value: str, choices) -> str:
+    close = difflib.get_close_matches(value, list(choices), n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else f" (choose from {', '.join(choices)})"

@@ -1,0 +1,1 @@
+"""Report writers (Markdown, JSON, PNG charts) kept apart from the stages that compute the figures."""

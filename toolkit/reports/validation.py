@@ -1,0 +1,183 @@
+"""Write a validation report: report.json, report.md and PNG charts.
+
+The figures come from `toolkit.validate`; this module only lays them out. Charts use
+matplotlib's Agg backend (no display needed) and are written atomically like every
+other file.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+
+from toolkit.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+
+def write_report(report, out_dir: Path) -> dict[str, str]:
+    """Write every file of the report into OUT_DIR; returns {kind: file name}."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        from toolkit.errors import BadInput
+
+        raise BadInput(f"{out_dir} exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    for name, errors in report.errors.items():
+        file_name = f"error_hist_{_safe(name)}.png"
+        atomic_write_bytes(out_dir / file_name, histogram_png(name, errors))
+        files[f"histogram:{name}"] = file_name
+    if report.per_layer is not None and report.per_layer.layers:
+        atomic_write_bytes(out_dir / "per_layer_sqnr.png", per_layer_png(report.per_layer))
+        files["per_layer_chart"] = "per_layer_sqnr.png"
+    files["json"] = "report.json"
+    files["markdown"] = "report.md"
+    report.files = files
+    atomic_write_json(out_dir / "report.json", report.to_dict())
+    atomic_write_text(out_dir / "report.md", markdown(report))
+    return files
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "output"
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _pct(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2%}"
+
+
+def markdown(report) -> str:
+    verdict = "PASSED" if report.passed else "FAILED"
+    lines = [
+        f"# Validation: {verdict}",
+        "",
+        f"- candidate: `{report.candidate}` ({report.candidate_format}"
+        f"{', on ' + report.device if report.device else ''})",
+        f"- reference: `{report.reference}` ({report.reference_format})",
+        f"- data: `{report.data}`, {report.samples} examples",
+        "",
+        "## Outputs",
+        "",
+        "| output | accuracy | reference accuracy | drop (points) | agreement | max abs error | mean abs error "
+        "| cosine | SQNR (dB) | NaN/Inf |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in report.outputs:
+        lines.append(
+            f"| {m.name} | {_pct(m.candidate_accuracy)} | {_pct(m.reference_accuracy)} | {_fmt(m.drop, 3)} "
+            f"| {_fmt(m.agreement)} | {_fmt(m.max_abs_error)} | {_fmt(m.mean_abs_error)} | {_fmt(m.cosine, 6)} "
+            f"| {_fmt(m.sqnr_db)} | {m.nonfinite} |"
+        )
+    lines += ["", "## Gates", "", "| figure | value | bar | passed |", "|---|---|---|---|"]
+    for gate in report.gates:
+        lines.append(f"| {gate.figure} | {_fmt(gate.value)} | {gate.op} {_fmt(gate.bar)} | {'yes' if gate.passed else '**no**'} |")
+    if report.shape_checks:
+        lines += ["", "## Extra shapes (random data)", "", "| shapes | ran | agreement | SQNR (dB) | error |",
+                  "|---|---|---|---|---|"]
+        for check in report.shape_checks:
+            agreement = ", ".join(_fmt(m.agreement) for m in check.outputs if m.agreement is not None) or "–"
+            sqnr = ", ".join(_fmt(m.sqnr_db) for m in check.outputs) or "–"
+            lines.append(f"| {check.label} | {'yes' if check.ran else 'no'} | {agreement} | {sqnr} | {check.error or ''} |")
+    for name, file_name in report.files.items():
+        if name.startswith("histogram:"):
+            lines += ["", f"![error histogram of {name[10:]}]({file_name})"]
+    if report.per_layer is not None:
+        lines += ["", *per_layer_markdown(report.per_layer)]
+        if "per_layer_chart" in report.files:
+            lines += ["", f"![SQNR by node]({report.files['per_layer_chart']})"]
+    return "\n".join(lines) + "\n"
+
+
+def per_layer_markdown(result) -> list[str]:
+    lines = [
+        "## Per-layer error",
+        "",
+        f"{result.format} candidate against its float parent `{result.parent}` on {result.samples} examples; "
+        f"{result.matched_tensors} of {result.float_tensors} float tensors matched. Ranked by the node's own "
+        "SQNR (the noise it adds to its worst input's); nodes fed by already damaged inputs come after.",
+        "",
+        "| rank | node | op | own SQNR (dB) | output SQNR (dB) | input SQNR (dB) | fused with | tensor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for rank, layer in enumerate(result.worst, 1):
+        lines.append(
+            f"| {rank} | {layer.node} | {layer.op_type} | {_fmt(layer.local_sqnr_db)} | {_fmt(layer.sqnr_db)} "
+            f"| {_fmt(layer.input_sqnr_db)} | {', '.join(layer.nodes[:-1]) or '–'} | {layer.tensor} |"
+        )
+    return lines
+
+
+def per_layer_text(result) -> str:
+    """The worst nodes as plain text for the terminal."""
+    rows = [f"worst nodes ({result.format}, {result.samples} examples; own SQNR = the noise the node adds):"]
+    for rank, layer in enumerate(result.worst, 1):
+        fused = f" with {', '.join(layer.nodes[:-1])}" if len(layer.nodes) > 1 else ""
+        rows.append(f"  {rank:>2}. {layer.node} ({layer.op_type}{fused}): own SQNR {_fmt(layer.local_sqnr_db)} dB, "
+                    f"output {_fmt(layer.sqnr_db)} dB")
+    return "\n".join(rows)
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(plt, fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def histogram_png(name: str, errors) -> bytes:
+    import numpy as np
+
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    finite = errors[np.isfinite(errors)]
+    if finite.size and np.any(finite != 0):
+        ax.hist(finite, bins=80, color="#3b6ea8")
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no error" if finite.size else "no finite values", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_title(f"candidate − reference: {name}")
+    ax.set_xlabel("error")
+    ax.set_ylabel("count (log)")
+    fig.tight_layout()
+    return _png(plt, fig)
+
+
+def per_layer_png(result) -> bytes:
+    from toolkit.per_layer import CAP_DB
+
+    plt = _figure()
+    layers = result.layers
+    worst = {layer.node for layer in result.worst}
+    values = [min(layer.sqnr_db, CAP_DB) if not math.isnan(layer.sqnr_db) else 0.0 for layer in layers]
+    colors = ["#c0392b" if layer.node in worst else "#3b6ea8" for layer in layers]
+    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(layers) + 2), 4))
+    ax.bar(range(len(layers)), values, color=colors)
+    ax.set_xticks(range(len(layers)))
+    ax.set_xticklabels([layer.node for layer in layers], rotation=90, fontsize=6 if len(layers) > 30 else 8)
+    ax.set_ylabel(f"SQNR (dB, capped at {CAP_DB:g})")
+    ax.set_title("SQNR by node, graph order (red: worst)")
+    fig.tight_layout()
+    return _png(plt, fig)
