@@ -545,9 +545,9 @@ def worker_main() -> None:
 
 
 def run_task(task: dict) -> dict:
-    from toolkit.errors import EdgewardError
-
     import time
+
+    from toolkit.errors import EdgewardError
 
     record = {"i": task["i"]}
     started = time.perf_counter()

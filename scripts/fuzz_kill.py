@@ -127,7 +127,13 @@ atomic_write_json(out + ".report.json", {"seed": seed, "blob": "x" * rng.randint
 """
 
 
-def kill_loop(seeds: dict, folder: Path, kills: int, staged_kills: int, seed: int) -> dict:
+def kill_loop(seeds: dict, folder: Path, kills: int, staged_kills: int, seed: int,
+              only: tuple[str, ...] = ("export", "quantize", "breakeven")) -> dict:
+    """`kills` SIGKILLs spread over `only` (export, quantize, breakeven), then `staged_kills`
+    into the staged-folder writer; returns the figures."""
+    if kills + staged_kills == 0:
+        return {"injections": 0, "by_target": {}, "corrupted": 0, "problems": [], "leftover_staging": 0,
+                "leftovers": [], "run_seconds": {}}
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     onnx_seed = next(s["path"] for s in seeds["onnx"] if s["role"] == "digits")
@@ -144,6 +150,7 @@ def kill_loop(seeds: dict, folder: Path, kills: int, staged_kills: int, seed: in
     staged_out = folder / "staged"
     targets["staged-writer"] = ([sys.executable, "-c", STAGED_WRITER, str(staged_out), "0"], staged_out,
                                 check_artifact)
+    targets = {name: value for name, value in targets.items() if name in only or name == "staged-writer"}
     durations = {name: _complete_run(argv) for name, (argv, _, _) in targets.items()}
     plan = [name for name in targets if name != "staged-writer"]
     schedule = [plan[k % len(plan)] for k in range(kills)] + ["staged-writer"] * staged_kills

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import time
 import uuid
@@ -87,8 +86,10 @@ def test_validate_on_the_board(run_cli, profiles, request, tmp_path, fixture):
                      "builtin:digits:test", "--device", "ssh-testbed", "-o", tmp_path / "report")
     assert result.exit_code == 0, result.stderr
     report = result.json()
-    assert report.get("device") == "ssh-testbed"
-    assert "0.98" in json.dumps(report) or "98." in json.dumps(report)  # the CNN's accuracy on held data
+    assert report["device"] == "ssh-testbed" and report["passed"] is True and report["samples"] == 450
+    output = report["outputs"][0]
+    assert output["candidate_accuracy"] > 0.95 and output["drop"] == 0.0  # on held data, on the "board"
+    assert output["max_abs_error"] < 1e-3 and output["agreement"] == 1.0
 
 
 def test_run_on_device_matches_local_outputs(profiles, digits_cnn_onnx, digits_test):
@@ -108,16 +109,18 @@ def test_run_on_device_matches_local_outputs(profiles, digits_cnn_onnx, digits_t
 @pytest.mark.slow
 @pytest.mark.parametrize("fixture", ["digits_cnn_onnx", "digits_cnn_tflite"])
 def test_ssh_latency_within_15_percent_of_local(profiles, request, fixture):
-    """Same model, same runner: interleaved rounds so machine load hits both sides alike."""
+    """Same model, same runner, through ssh or a local process. Rounds are interleaved so load
+    from other work hits both sides alike, and each side's best p50 is compared: on a busy
+    2-core machine a single round can be slowed by a neighbour, the best round is not."""
     from toolkit.devices import bench_on_device
 
     model = request.getfixturevalue(fixture)
     p50 = {"localhost": [], "ssh-testbed": []}
-    for _ in range(3):
+    for _ in range(5):
         for device in p50:
-            record = bench_on_device(model, device, runs=3000, warmup=300, threads=1)
+            record = bench_on_device(model, device, runs=2000, warmup=200, threads=1)
             p50[device].append(record["latency_ms"]["p50"])
-    local, remote = statistics.median(p50["localhost"]), statistics.median(p50["ssh-testbed"])
+    local, remote = min(p50["localhost"]), min(p50["ssh-testbed"])
     assert abs(remote - local) / local < 0.15, p50
 
 

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import pickle
-import re
 import struct
 import tarfile
 import zipfile
@@ -127,7 +126,6 @@ def test_pt2_is_allowed_but_a_pt2_with_a_malicious_pickle_inside_is_not(tmp_path
 
 
 def onnx_with_external(folder: Path, location: str) -> Path:
-    import onnx
     from onnx import TensorProto, helper
 
     weight = helper.make_tensor("w", TensorProto.FLOAT, [4], [0.0] * 4)

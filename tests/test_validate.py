@@ -221,3 +221,17 @@ def test_builtin_torch_reference(quantized_onnx, digits_test, run_cli):
     assert report["outputs"][0]["reference_accuracy"] > 0.95
     assert result.exit_code in (0, 1)
     assert result.exit_code == (0 if report["passed"] else 1)
+
+
+def test_device_option_runs_the_candidate_there(quantized_onnx, digits_cnn_onnx, run_cli):
+    pytest.importorskip("toolkit.devices")
+    common = ("--json", "validate", quantized_onnx["static-int8"], "--reference", digits_cnn_onnx, "--data",
+              "builtin:digits:test", "--no-record")
+    host = run_cli(*common).json()
+    device = run_cli(*common, "--device", "localhost")
+    assert device.exit_code == (0 if device.json()["passed"] else 1), device.stderr
+    report = device.json()
+    assert report["device"] == "localhost"
+    assert report["outputs"][0]["candidate_accuracy"] == pytest.approx(host["outputs"][0]["candidate_accuracy"])
+    assert report["outputs"][0]["agreement"] == pytest.approx(host["outputs"][0]["agreement"])
+    assert run_cli(*common, "--device", "no-such-device").exit_code == 2

@@ -126,6 +126,7 @@ def staged_folder(out_dir: str | os.PathLike, force: bool = False) -> Iterator[P
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(out_dir)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.stage-", dir=out_dir.parent))
+    os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes 0700; an artifact is an ordinary folder
     try:
         yield stage
         for item in stage.rglob("*"):

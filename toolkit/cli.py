@@ -114,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as error:  # a bug or an input no check foresaw: one line, never a traceback
+        if settings.debug:
+            raise
+        text = (str(error).strip().splitlines() or [""])[0][:300]
+        click.echo(f"error: unexpected {type(error).__name__}: {text} (rerun with --debug for the traceback)", err=True)
+        return 2
 
 
 def run_entry() -> None:  # pragma: no cover - console script wrapper

@@ -194,6 +194,8 @@ def summary_rows(steps: list[Step], done: dict[str, dict]) -> list[dict]:
         model = done.get(step.name) or {}
         validation = done.get(f"validate-{step.name}") or {}
         bench = next((done[s.name] for s in steps if s.stage == "bench" and s.inputs == [step.name] and s.name in done), {})
+        estimates = {done[s.name]["device"]: done[s.name].get("p50_ms") for s in steps
+                     if s.stage == "estimate" and s.inputs == [step.name] and s.name in done}
         rows.append({
             "model": step.name,
             "format": model.get("format"),
@@ -203,6 +205,7 @@ def summary_rows(steps: list[Step], done: dict[str, dict]) -> list[dict]:
             "drop": validation.get("drop"),
             "passed": validation.get("passed"),
             "p50_ms": bench.get("p50_ms"),
+            "estimated_p50_ms": estimates,
             "breakeven_month": per_model.get(step.name, {}).get("breakeven_month"),
         })
     return rows
@@ -297,10 +300,10 @@ def _bench(step: Step, context: dict) -> dict:
     step.folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(step.folder / "bench.json", result)
     latency = result.get("latency_ms") or {}
+    estimate = result.get("latency") if isinstance(result.get("latency"), dict) else {}
     return {"device": options["device"], "estimate": bool(options.get("estimate")),
-            "p50_ms": latency.get("p50") if isinstance(latency, dict) else latency,
-            "bench_json": str(step.folder / "bench.json"),
-            "bound": result.get("bound") or (result.get("estimate") or {}).get("bound") if isinstance(result.get("estimate"), dict) else result.get("bound")}
+            "p50_ms": latency.get("p50"), "bound": estimate.get("bound"),
+            "fits": (result.get("fit") or {}).get("fits"), "bench_json": str(step.folder / "bench.json")}
 
 
 def _breakeven(step: Step, context: dict) -> dict:

@@ -36,8 +36,10 @@ def _link(target: str | None, base: Path, label: str) -> str:
 
 
 def summary_table_html(rows: list[dict]) -> str:
+    devices = sorted({device for row in rows for device in (row.get("estimated_p50_ms") or {})})
+    estimate_heads = "".join(f"<th>{html.escape(d)} (estimate)</th>" for d in devices)
     head = "<tr><th>model</th><th>format</th><th>mode</th><th>size</th><th>accuracy</th><th>drop (pts)</th>" \
-           "<th>gates</th><th>p50 latency</th><th>break-even</th></tr>"
+           f"<th>gates</th><th>p50 latency (measured)</th>{estimate_heads}<th>break-even</th></tr>"
     body = []
     for row in rows:
         passed = row.get("passed")
@@ -46,9 +48,11 @@ def summary_table_html(rows: list[dict]) -> str:
             "<tr>" + _cell(row["model"]) + _cell(row.get("format")) + _cell(row.get("mode"))
             + _cell(row.get("size_bytes"), human_bytes, "num")
             + _cell(row.get("accuracy"), lambda a: f"{a * 100:.2f}%", "num")
-            + _cell(row.get("drop"), lambda d: f"{d:+.2f}", "num")
+            + _cell(row.get("drop"), lambda d: f"{d:.2f}", "num")
             + f'<td class="{verdict}">{verdict}</td>'
             + _cell(row.get("p50_ms"), lambda ms: f"{ms:.3f} ms", "num")
+            + "".join(_cell((row.get("estimated_p50_ms") or {}).get(d), lambda ms: f"{ms:.4f} ms", "num")
+                      for d in devices)
             + _cell(row.get("breakeven_month"), human_months, "num") + "</tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"
@@ -75,6 +79,16 @@ def write_index(path: Path, recipe, rows, steps, done, records) -> Path:
         link = _link((breakeven.get("reports") or {}).get("html"), base, "break-even report")
         headline = (f"<p>Deploying <b>{html.escape(str(chosen))}</b>: break-even at <b>{html.escape(month)}</b> "
                     f"({link}).</p>")
+    distill = done.get("distill") or {}
+    distill_html = ""
+    if distill:
+        distill_html = (
+            "<h2>Distillation</h2><table><tr><th></th><th>parameters</th><th>accuracy on validation data</th></tr>"
+            + "<tr><td>teacher</td>" + _cell(distill.get("teacher_parameters"), lambda n: f"{n:,}", "num")
+            + _cell(distill.get("teacher_accuracy"), lambda a: f"{a * 100:.2f}%", "num") + "</tr>"
+            + "<tr><td>student</td>" + _cell(distill.get("student_parameters"), lambda n: f"{n:,}", "num")
+            + _cell(distill.get("student_accuracy"), lambda a: f"{a * 100:.2f}%", "num") + "</tr></table>"
+        )
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Edgeward report: {html.escape(recipe.name)}</title><style>{STYLE}</style></head><body>
 <h1>Edgeward report: {html.escape(recipe.name)}</h1>
@@ -82,7 +96,10 @@ def write_index(path: Path, recipe, rows, steps, done, records) -> Path:
 or read from the cached artifact of an earlier run with the same inputs; estimates are marked.</p>
 {headline}
 <h2>Summary</h2>
+<p class="muted">Accuracy and drop are against the reference (the teacher) on the validation data; the
+estimate columns are rooflines from the device profiles, not measurements.</p>
 {summary_table_html(rows)}
+{distill_html}
 <h2>Stages</h2>
 <table><tr><th>stage</th><th>step (report)</th><th>status</th><th>seconds</th></tr>{''.join(stage_rows)}</table>
 </body></html>

@@ -75,8 +75,7 @@ def load_recipe(path_or_data, base_dir: Path | None = None) -> Recipe:
         raise BadInput(f"{origin}: a recipe is a YAML mapping (name, source, export, ...)")
     problems: list[str] = []
     recipe = _parse(data, base, problems)
-    if not problems:
-        _check_references(recipe, problems)
+    _check_references(recipe, problems)
     if problems:
         listed = "; ".join(problems)
         raise BadInput(f"{origin}: {len(problems)} problem(s): {listed}")
@@ -196,13 +195,14 @@ def _check_references(recipe: Recipe, problems: list[str]) -> None:
         for key in ("data", "val"):
             if recipe.distill.get(key):
                 _check_data_spec(recipe.distill[key], problems)
-    if not recipe.source.startswith("builtin:") and ":" not in recipe.source and not Path(recipe.source).exists():
+    if recipe.source and not recipe.source.startswith("builtin:") and ":" not in recipe.source \
+            and not Path(recipe.source).exists():
         problems.append(f"source {recipe.source!r} not found")
     devices = recipe.bench_devices + recipe.estimate_devices
     if devices:
-        from toolkit.devices.profiles import list_profiles
+        from toolkit.devices.profiles import profile_files
 
-        names = sorted(profile.name for profile in list_profiles())
+        names = sorted(profile_files())
         for device in devices:
             if device not in names:
                 problems.append(f"bench: unknown device {device!r}{_suggest(device, names)}")

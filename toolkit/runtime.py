@@ -99,8 +99,9 @@ class TfliteRunner:
         details = self.interpreter.get_input_details()
         self._input_details = details
         self._output_details = self.interpreter.get_output_details()
-        self.inputs = [_tflite_spec(d) for d in details]
-        self.outputs = [_tflite_spec(d) for d in self._output_details]
+        signature_names = _signature_names(self.interpreter)
+        self.inputs = [_tflite_spec(d, signature_names) for d in details]
+        self.outputs = [_tflite_spec(d, signature_names) for d in self._output_details]
         self.provider = "XNNPACK/CPU"
         self._allocated_shapes = {d["index"]: tuple(d["shape"]) for d in details}
 
@@ -108,16 +109,16 @@ class TfliteRunner:
         interpreter = self.interpreter
         try:
             resized = False
-            for detail in self._input_details:
-                array = _feed_for(feeds, detail)
+            for detail, spec in zip(self._input_details, self.inputs, strict=True):
+                array = _feed_for(feeds, spec.name)
                 if tuple(array.shape) != self._allocated_shapes[detail["index"]]:
                     interpreter.resize_tensor_input(detail["index"], list(array.shape))
                     self._allocated_shapes[detail["index"]] = tuple(array.shape)
                     resized = True
             if resized:
                 interpreter.allocate_tensors()
-            for detail in self._input_details:
-                array = _quantize_input(_feed_for(feeds, detail), detail)
+            for detail, spec in zip(self._input_details, self.inputs, strict=True):
+                array = _quantize_input(_feed_for(feeds, spec.name), detail)
                 interpreter.set_tensor(detail["index"], array)
             interpreter.invoke()
             return [_dequantize_output(interpreter.get_tensor(d["index"]), d) for d in self._output_details]
@@ -127,8 +128,21 @@ class TfliteRunner:
             raise BadInput(f"{self.path.name}: inference failed: {_first_line(error)}") from None
 
 
-def _feed_for(feeds: dict[str, np.ndarray], detail) -> np.ndarray:
-    name = _tflite_name(detail)
+def _signature_names(interpreter) -> dict[int, str]:
+    """Tensor index -> the name the model's signature gives it (e.g. "args_0", "logits")."""
+    names: dict[int, str] = {}
+    try:
+        signatures = interpreter._get_full_signature_list()
+    except Exception:  # older runtimes: fall back to tensor names
+        return names
+    for signature in signatures.values():
+        for kind in ("inputs", "outputs"):
+            for name, index in signature.get(kind, {}).items():
+                names.setdefault(index, name)
+    return names
+
+
+def _feed_for(feeds: dict[str, np.ndarray], name: str) -> np.ndarray:
     if name in feeds:
         return np.asarray(feeds[name])
     if len(feeds) == 1:
@@ -144,14 +158,15 @@ def _tflite_name(detail) -> str:
     return name.split(":")[0]
 
 
-def _tflite_spec(detail) -> TensorSpec:
+def _tflite_spec(detail, signature_names: dict[int, str] | None = None) -> TensorSpec:
     signature = list(detail.get("shape_signature", detail["shape"]))
     shape = [int(d) if d >= 0 else None for d in signature]
     dtype = np.dtype(detail["dtype"]).name
     scale, _ = detail.get("quantization", (0.0, 0))
     if scale:  # a quantized I/O tensor: the runner takes and gives float32
         dtype = "float32"
-    return TensorSpec(_tflite_name(detail), shape, dtype)
+    name = (signature_names or {}).get(detail["index"]) or _tflite_name(detail)
+    return TensorSpec(name, shape, dtype)
 
 
 def _quantize_input(array: np.ndarray, detail) -> np.ndarray:

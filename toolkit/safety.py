@@ -264,7 +264,8 @@ def check_safetensors(path: Path, max_header: int = SAFETENSORS_MAX_HEADER) -> d
 
     The header must be at most 100 MB of JSON; every tensor's dtype known, its shape
     non-negative, its byte range inside the file and as long as shape × dtype says; and
-    the ranges must not overlap (the format forbids it, which rules out polyglot files).
+    the ranges must tile the data exactly, no overlaps and no holes (the format's rule,
+    which rules out polyglot files).
     """
     path = Path(path)
     check_exists(path)
@@ -317,6 +318,13 @@ def _check_safetensors_entries(path: Path, header: dict, data_bytes: int) -> Non
     for (_, end, first), (start, _, second) in zip(ranges, ranges[1:], strict=False):
         if start < end:
             raise BadInput(f"{path}: tensors {first[:60]!r} and {second[:60]!r} overlap")
+        if start > end:
+            raise BadInput(f"{path}: a hole of {start - end} bytes before tensor {second[:60]!r} (not allowed)")
+    if ranges and ranges[0][0] != 0:
+        raise BadInput(f"{path}: the first tensor does not start at the data's first byte")
+    if (ranges[-1][1] if ranges else 0) != data_bytes:
+        raise BadInput(f"{path}: {data_bytes - (ranges[-1][1] if ranges else 0)} bytes after the last tensor "
+                       f"(a safetensors file has no trailing data)")
 
 
 # ---------------------------------------------------------------- Hugging Face folders

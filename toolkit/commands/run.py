@@ -15,7 +15,7 @@ def summary_text(result) -> str:
     lines = [header, "-" * len(header)]
     for row in result.rows:
         accuracy = "—" if row["accuracy"] is None else f"{row['accuracy'] * 100:.2f}%"
-        drop = "—" if row["drop"] is None else f"{row['drop']:+.2f}"
+        drop = "—" if row["drop"] is None else f"{row['drop']:.2f}"
         p50 = "—" if row["p50_ms"] is None else f"{row['p50_ms']:.3f} ms"
         flag = "" if row["passed"] in (None, True) else " (gate failed)"
         lines.append(

@@ -346,7 +346,7 @@ def summarize(times_ms: list) -> dict:
     stats = {f"p{q}": percentile(ordered, q) for q in (50, 90, 99)}
     stats.update(mean=mean, std=std, min=ordered[0] if ordered else None, max=ordered[-1] if ordered else None)
     return {
-        "latency_ms": {key: round(value, 4) if value is not None else None for key, value in stats.items()},
+        "latency_ms": {key: round(value, 6) if value is not None else None for key, value in stats.items()},
         "drift": bool(drift_ratio is not None and drift_ratio > 1.10),
         "drift_ratio": round(drift_ratio, 4) if drift_ratio is not None else None,
     }

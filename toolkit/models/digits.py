@@ -97,6 +97,7 @@ def load_builtin(name: str, *, retrain: bool = False):
     from toolkit.paths import cache_dir
 
     config = DigitsConfig(family=name)
+    torch.manual_seed(0)  # the initial weights too: the same model on every machine
     model = build(config)
     weights = cache_dir() / f"builtin-{name}-v1.safetensors"
     if weights.is_file() and not retrain:
