@@ -13,6 +13,7 @@ on both alike:
   cold  everything from the file paths, data spec included, as `edgeward validate` does:
         the loop opens two InferenceSessions and loads the data too.
 The figure is samples/s (450 / median seconds) and the ratio validate / plain loop.
+The two settings run in separate phases, and the order of the two sides alternates.
 Target: >= 0.8x.
 
 Run: .venv/bin/python scripts/bench_validate.py [--rounds N]
@@ -108,17 +109,24 @@ def main() -> None:
         assert abs(figures.candidate_accuracy - plain["candidate_accuracy"]) < 1e-9
         assert abs(figures.agreement - plain["agreement"]) < 1e-9
 
-        timings: dict[str, list[float]] = {name: [] for name in ("warm_validate", "warm_plain", "cold_validate",
-                                                                 "cold_plain")}
-        functions = {"warm_validate": warm_validate, "warm_plain": warm_plain, "cold_validate": cold_validate,
-                     "cold_plain": cold_plain}
-        for function in functions.values():  # warm-up
-            function()
-        for _ in range(args.rounds):
-            for name, function in functions.items():
-                started = time.perf_counter()
+        timings: dict[str, list[float]] = {}
+        phases = {"warm": {"validate": warm_validate, "plain": warm_plain},
+                  "cold": {"validate": cold_validate, "plain": cold_plain}}
+        for setting, functions in phases.items():
+            if setting == "cold":
+                # idle sessions' worker threads keep spinning after a run and would slow whatever
+                # runs next: close the warm ones before the cold phase
+                del cand_session, ref_session, cand_runner, ref_runner
+            for function in functions.values():  # warm-up
                 function()
-                timings[name].append(time.perf_counter() - started)
+            for round_index in range(args.rounds):
+                order = list(functions.items())
+                if round_index % 2:
+                    order.reverse()  # ABBA: neither side always runs first
+                for name, function in order:
+                    started = time.perf_counter()
+                    function()
+                    timings.setdefault(f"{setting}_{name}", []).append(time.perf_counter() - started)
 
     results = {}
     for setting in ("warm", "cold"):

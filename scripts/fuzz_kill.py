@@ -166,8 +166,9 @@ def kill_loop(seeds: dict, folder: Path, kills: int, staged_kills: int, seed: in
         if proc.poll() is None:
             kill_tree(proc)
             figures[name] += 1
-        else:
+        else:  # the first, cold run overstated the duration: aim earlier from now on
             figures[f"{name} (finished first)"] += 1
+            durations[name] *= 0.8
         problem = check(out)
         if name == "staged-writer" and problem is None:
             problem = check_report_folder_file(Path(str(out) + ".report.json"))

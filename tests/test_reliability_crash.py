@@ -26,7 +26,7 @@ def test_sigkill_loop_leaves_old_or_new_never_partial(tmp_path, digits_cnn_onnx)
                                   only=("export", "quantize", "breakeven"))
     assert figures["problems"] == [] and figures["corrupted"] == 0
     assert figures["leftover_staging"] == 0, figures["leftovers"]
-    assert figures["injections"] >= 25  # most kills land while the writer is running
+    assert figures["injections"] >= 20  # most kills land while the writer is running
     assert figures["by_target"].get("staged-writer", 0) >= 20
 
 

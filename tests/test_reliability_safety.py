@@ -375,11 +375,13 @@ GUARDABLE = ("torch.load", "pickle.load", "torch.jit.load")  # fine behind a use
 
 
 def _guarded(node: ast.AST, parents: dict) -> bool:
-    """The call sits in a function that checks a `trust_*` flag (e.g. --trust-torchscript)."""
+    """The call sits in a function that checks a `trust_*` flag (e.g. --trust-torchscript), or
+    one named for it (`load_trusted_pickle`, called only behind --trust-pickle)."""
     while node in parents:
         node = parents[node]
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            return any(isinstance(n, ast.Name) and n.id.startswith("trust_") for n in ast.walk(node))
+            return "trust" in node.name or any(isinstance(n, ast.Name) and n.id.startswith("trust_")
+                                               for n in ast.walk(node))
     return False
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from toolkit.errors import DeviceError, GateFailed
 
+SOURCE_SUFFIXES = (".pt2", ".pt", ".pth", ".safetensors")  # models `edgeward export` converts
+
 
 def model_record(path: Path) -> dict:
     from toolkit.artifacts import sha256_file
@@ -40,7 +42,13 @@ def bench(model, *, device: str = "localhost", runs: int = 50, warmup: int = 5, 
     from toolkit.devices import bench_on_device, get_profile
 
     profile = get_profile(device, profiles_dir)
+    if str(model).startswith("builtin:"):
+        from toolkit.errors import BadInput
+
+        raise BadInput(f"{model}: bench runs an .onnx or .tflite model; export it first: "
+                       f"edgeward export {model} --to onnx")
     path = resolve_model(model)
+    check_model_file(path, model)
     record = {"model": model_record(path), "device": device_record(profile),
               "host": {"platform": platform.platform(), "python": platform.python_version()},
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -65,6 +73,21 @@ def bench(model, *, device: str = "localhost", runs: int = 50, warmup: int = 5, 
         error.partial = record
         raise error
     return record
+
+
+def check_model_file(path: Path, spec) -> None:
+    """A wrong or corrupt local file is bad input (exit 2), caught before any device is involved."""
+    from toolkit.errors import BadInput
+    from toolkit.safety import check_onnx_file, check_tflite_file
+
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        check_onnx_file(path)
+    elif suffix == ".tflite":
+        check_tflite_file(path)
+    else:
+        hint = f"; export it first: edgeward export {spec} --to onnx" if suffix in SOURCE_SUFFIXES else ""
+        raise BadInput(f"{path}: bench takes an .onnx or .tflite model (found {suffix or 'no suffix'}){hint}")
 
 
 def check_fit(record: dict) -> None:

@@ -77,6 +77,8 @@ def load_npz(path: str | Path) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"{path}: no such data file")
+    if not zipfile.is_zipfile(path):  # np.load would read an .npy or try pickle: neither is an .npz
+        raise BadInput(f"{path} is not an .npz archive (write one with numpy.savez, one array per model input)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}

@@ -89,10 +89,13 @@ class TfliteRunner:
             raise missing_library("ai-edge-litert") from None
         from toolkit.safety import check_tflite_file
 
+        from toolkit.quantize.common import quiet_output
+
         check_tflite_file(path)
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
-            self.interpreter.allocate_tensors()
+            with quiet_output():  # LiteRT logs "INFO: Created ... XNNPACK delegate" on fd 2 (shown with -v)
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
+                self.interpreter.allocate_tensors()
         except Exception as error:
             raise BadInput(f"{path}: the TFLite interpreter cannot load it: {_first_line(error)}") from None
         self.path = path

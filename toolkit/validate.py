@@ -200,11 +200,11 @@ def validate(
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    dataset = _load_dataset(data)  # renamed to each model's inputs by prepare_feeds
     cand = load_side(candidate, "candidate")
     ref = load_side(reference, "reference")
     timings["load"] = time.perf_counter() - started
 
-    dataset = _load_dataset(data, cand.runner)
     cand_feeds = prepare_feeds(dataset, cand.runner, "candidate")
     ref_feeds = prepare_feeds(dataset, ref.runner, "reference")
     _check_output_counts(cand.runner, ref.runner)
@@ -248,13 +248,10 @@ def validate(
     return report
 
 
-def _load_dataset(data, runner):
+def _load_dataset(data):
     from toolkit.data import Dataset, _check_consistent, load_data
 
-    if isinstance(data, Dataset):
-        dataset = data
-    else:
-        dataset = load_data(data, [spec.name for spec in runner.inputs])
+    dataset = data if isinstance(data, Dataset) else load_data(data)
     if len(dataset) == 0:
         raise BadInput(f"data {dataset.name!r} has no examples")
     if dataset.labels is not None:

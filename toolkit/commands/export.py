@@ -35,9 +35,10 @@ in manifest.json (a float export above 1e-4 warns).
 @click.option("--weights", metavar="W", help="safetensors weights for a package.module:factory source.")
 @click.option("--trust-torchscript", is_flag=True, help="Load a TorchScript .pt (it is executable code).")
 @click.option("--trust-remote-code", is_flag=True, help="Let a Hugging Face folder run its own .py files.")
+@click.option("--trust-pickle", is_flag=True, help="Load a pickled .pt model (unpickling runs code: only files you trust).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def command(source, to, out_dir, opset, dynamic_batch, input_shapes, data, weights, trust_torchscript,
-            trust_remote_code, force):
+            trust_remote_code, trust_pickle, force):
     """Export a model to ONNX or TFLite, checked against its source."""
     from toolkit.console import emit
     from toolkit.export import export
@@ -46,7 +47,7 @@ def command(source, to, out_dir, opset, dynamic_batch, input_shapes, data, weigh
     result = export(
         source, to, out_dir, opset=opset, dynamic_batch=dynamic_batch, force=force, data=data,
         input_shapes=parse_input_shapes(input_shapes), weights=weights,
-        trust_torchscript=trust_torchscript, trust_remote_code=trust_remote_code,
+        trust_torchscript=trust_torchscript, trust_remote_code=trust_remote_code, trust_pickle=trust_pickle,
     )
     error = result.manifest.get("export_error", {})
     payload = {

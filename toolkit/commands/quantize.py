@@ -60,6 +60,8 @@ def command(model, mode, calibration, method, per_tensor, calibration_size, excl
         raise BadInput("--data is for --mode auto; static modes take --calibration DATA")
     from toolkit.quantize import quantize
 
+    if exclude_nodes:
+        _warn_unknown_nodes(model, exclude_nodes)
     verbose(f"quantizing {model} ({mode}) ...")
     result = quantize(
         model, mode, out_dir, calibration=calibration, method=method, per_channel=not per_tensor,
@@ -89,6 +91,29 @@ def _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, 
     emit(result.as_dict(), result.summary())
     if not result.passed:
         raise GateFailed(result.failure_line())
+
+
+def _warn_unknown_nodes(model, exclude_nodes) -> None:
+    """A mistyped --exclude would quietly quantize everything: name what matches no ONNX node.
+
+    A warning, not an error: the quantizer's pre-processing may fuse nodes under new names.
+    """
+    from toolkit.artifacts import resolve_model
+    from toolkit.console import warn
+
+    path = resolve_model(model)
+    if path.suffix.lower() != ".onnx":
+        return  # TFLite takes tensor-name patterns, not node names
+    import onnx
+
+    from toolkit.safety import check_onnx_file
+
+    check_onnx_file(path)
+    names = {node.name for node in onnx.load(str(path), load_external_data=False).graph.node}
+    unknown = [name for name in exclude_nodes if name not in names]
+    if unknown:
+        sample = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+        warn(f"--exclude {', '.join(unknown)}: no node of that name in {path.name} (its nodes: {sample})")
 
 
 def _kib(size: int) -> str:

@@ -21,6 +21,7 @@ from decimal import Decimal
 from toolkit.costs.model import Inputs, Month, Outcome, Sensitivity
 
 SAVINGS_AT = (12, 24, 36)
+MAX_AMOUNT = Decimal("1e15")  # past a quadrillion a month the inputs are wrong (and cents lose precision)
 
 
 @dataclass
@@ -70,6 +71,7 @@ def breakeven(scenario: dict | str | os.PathLike, *, bench=(), months: int | Non
     resolved = load_scenario(scenario, bench=bench, months=months)
     inputs, horizon = resolved.inputs, resolved.months
     rows = model.project(inputs, max(horizon, max(SAVINGS_AT)))
+    _check_magnitude(rows)
     outcome = model.find_breakeven(inputs, rows[:horizon])
     notes = list(resolved.notes)
     capacity = model.capacity_check(inputs)
@@ -88,3 +90,14 @@ def breakeven(scenario: dict | str | os.PathLike, *, bench=(), months: int | Non
         sensitivity=model.sensitivity(inputs, horizon, outcome.month),
         notes=notes,
     )
+
+
+def _check_magnitude(rows) -> None:
+    """Runaway inputs (a 400% monthly growth, 1e30 requests a day) are bad input, not a report."""
+    from toolkit.errors import BadInput
+
+    for row in rows:
+        if max(abs(row.cloud_only), abs(row.edge_total)) > MAX_AMOUNT:
+            raise BadInput(f"a month's cost passes 1e15 by month {row.month} ({float(row.requests):.3g} requests "
+                           f"that month): check traffic (active_users, requests_per_user_per_day, "
+                           f"monthly_growth) and the prices")

@@ -174,7 +174,10 @@ def per_layer_png(result) -> bytes:
     values = [min(layer.sqnr_db, CAP_DB) if not math.isnan(layer.sqnr_db) else 0.0 for layer in layers]
     colors = ["#c0392b" if layer.node in worst else "#3b6ea8" for layer in layers]
     fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(layers) + 2), 4))
-    ax.bar(range(len(layers)), values, color=colors)
+    floor = min(0.0, *(v for v in values if math.isfinite(v))) - 10.0  # bars start below 0 dB: a 0 dB node shows
+    values = [max(v, floor) if math.isfinite(v) else floor for v in values]
+    ax.bar(range(len(layers)), [v - floor for v in values], bottom=floor, color=colors)
+    ax.set_ylim(floor, CAP_DB + 5)
     ax.set_xticks(range(len(layers)))
     ax.set_xticklabels([layer.node for layer in layers], rotation=90, fontsize=6 if len(layers) > 30 else 8)
     ax.set_ylabel(f"SQNR (dB, capped at {CAP_DB:g})")

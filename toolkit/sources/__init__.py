@@ -201,8 +201,12 @@ def random_inputs(inputs: list[TensorSpec], shapes: dict[str, list[int]], *, see
 
 
 def load_source(spec, *, input_shapes: dict[str, list[int]] | None = None, weights: str | None = None,
-                trust_torchscript: bool = False, trust_remote_code: bool = False) -> Source:
-    """The model `spec` names, with its input signature; nothing untrusted is executed unasked."""
+                trust_torchscript: bool = False, trust_remote_code: bool = False,
+                trust_pickle: bool = False) -> Source:
+    """The model `spec` names, with its input signature; nothing untrusted is executed unasked.
+
+    A pickled checkpoint is refused unless `trust_pickle` (unpickling runs code).
+    """
     from toolkit.sources import loaders
 
     text = str(spec)
@@ -220,7 +224,7 @@ def load_source(spec, *, input_shapes: dict[str, list[int]] | None = None, weigh
         if path.is_dir():
             source = loaders.load_folder(path, pins, trust_remote_code=trust_remote_code)
         else:
-            source = loaders.load_file(path, pins, trust_torchscript=trust_torchscript)
+            source = loaders.load_file(path, pins, trust_torchscript=trust_torchscript, trust_pickle=trust_pickle)
     source.spec = text
     source.input_shapes = pins
     if pins:

@@ -136,7 +136,7 @@ def load_rebuild(path: Path, manifest: dict, weights: Path) -> Source:
 # ---------------------------------------------------------------- files
 
 
-def load_file(path: Path, pins: dict, *, trust_torchscript: bool) -> Source:
+def load_file(path: Path, pins: dict, *, trust_torchscript: bool, trust_pickle: bool = False) -> Source:
     from toolkit.safety import check_exists
 
     check_exists(path)
@@ -150,7 +150,7 @@ def load_file(path: Path, pins: dict, *, trust_torchscript: bool) -> Source:
     if suffix == ".pt2":
         return load_pt2(path)
     if suffix in PICKLE_SUFFIXES:
-        return load_torch_file(path, pins, trust_torchscript=trust_torchscript)
+        return load_torch_file(path, pins, trust_torchscript=trust_torchscript, trust_pickle=trust_pickle)
     if suffix == ".safetensors":
         raise BadInput(f"{path} holds weights only: pass package.module:factory --weights {path}")
     raise BadInput(
@@ -167,8 +167,8 @@ def _runtime_source(kind: str, path: Path) -> Source:
                   meta={"runner": runner})
 
 
-def load_torch_file(path: Path, pins: dict, *, trust_torchscript: bool) -> Source:
-    """TorchScript with opt-in; any pickled checkpoint is refused without being opened by torch."""
+def load_torch_file(path: Path, pins: dict, *, trust_torchscript: bool, trust_pickle: bool = False) -> Source:
+    """TorchScript with opt-in; a pickled checkpoint is refused, without being opened, unless trusted."""
     from toolkit.safety import checkpoint_kind
 
     kind = checkpoint_kind(path)  # from the bytes alone: nothing is unpickled
@@ -177,9 +177,12 @@ def load_torch_file(path: Path, pins: dict, *, trust_torchscript: bool) -> Sourc
     if kind == "safetensors":
         raise BadInput(f"{path} holds weights only: pass package.module:factory --weights {path}")
     if kind != "torchscript":
+        if trust_pickle:
+            return load_trusted_pickle(path, pins)
         raise BadInput(
             f"refused: {path} is a pickled PyTorch checkpoint, which can run code when loaded: save the "
-            "weights with safetensors and pass package.module:factory --weights model.safetensors"
+            "weights with safetensors and pass package.module:factory --weights model.safetensors "
+            "(or --trust-pickle if you trust whoever made it)"
         )
     if not trust_torchscript:
         raise BadInput(f"refused: {path} is TorchScript, which is executable code: pass --trust-torchscript "
@@ -203,6 +206,22 @@ def load_torch_file(path: Path, pins: dict, *, trust_torchscript: bool) -> Sourc
         )
     inputs = [TensorSpec(name, list(pins[name]), "float32") for name in names]
     return Source("torchscript", str(path), path=path, module=module, inputs=inputs)
+
+
+def load_trusted_pickle(path: Path, pins: dict) -> Source:
+    """A whole pickled nn.Module (torch.save(model)), loaded only because the user said --trust-pickle."""
+    import torch
+
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=False)  # noqa: S614 - explicit opt-in
+    except Exception as error:
+        raise BadInput(f"{path}: not a readable PyTorch checkpoint ({_first_line(error)})") from None
+    if not isinstance(loaded, torch.nn.Module):
+        raise BadInput(f"{path} holds a {type(loaded).__name__}, not a model: save the weights with "
+                       "safetensors and pass package.module:factory --weights model.safetensors")
+    module = loaded.eval()
+    inputs = _declared_inputs(module) or _signature_inputs(module, pins, str(path))
+    return Source("pickle", str(path), path=path, module=module, inputs=inputs)
 
 
 def load_pt2(path: Path) -> Source:
