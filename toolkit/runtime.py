@@ -87,9 +87,8 @@ class TfliteRunner:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
             raise missing_library("ai-edge-litert") from None
-        from toolkit.safety import check_tflite_file
-
         from toolkit.quantize.common import quiet_output
+        from toolkit.safety import check_tflite_file
 
         check_tflite_file(path)
         try:

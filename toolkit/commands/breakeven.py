@@ -45,9 +45,15 @@ def command(scenario: str | None, bench_files: tuple[Path, ...], out_dir: Path, 
     SCENARIO is a YAML file (see --example), or - to read it from stdin.
     """
     if example:
+        from toolkit.console import settings
         from toolkit.costs.example import EXAMPLE
 
-        click.echo(EXAMPLE, nl=False)
+        if settings.json:  # stdout holds only JSON: the YAML text as a string
+            from toolkit.console import emit
+
+            emit({"example": EXAMPLE})
+        else:
+            click.echo(EXAMPLE, nl=False)
         return
     if prices:
         from toolkit.console import emit

@@ -23,7 +23,11 @@ def command() -> None:
     """List, show and check device profiles."""
 
 
-@command.command("list")
+@command.command("list", epilog="""\b
+Examples:
+  edgeward devices list
+  edgeward devices list --profiles ./my-devices
+  edgeward --json devices list""")
 @PROFILES_OPTION
 def list_command(profiles_dir) -> None:
     """List the known devices (invalid profiles are reported on stderr)."""
@@ -40,7 +44,10 @@ def list_command(profiles_dir) -> None:
     emit({"devices": rows, "invalid": problems}, text)
 
 
-@command.command("show")
+@command.command("show", epilog="""\b
+Examples:
+  edgeward devices show raspberry-pi-5
+  edgeward --json devices show pixel-8""")
 @click.argument("name")
 @PROFILES_OPTION
 def show_command(name, profiles_dir) -> None:
@@ -55,7 +62,11 @@ def show_command(name, profiles_dir) -> None:
     emit(profile.as_dict(), text)
 
 
-@command.command("check")
+@command.command("check", epilog="""\b
+Examples:
+  edgeward devices check localhost
+  edgeward devices check ssh-testbed
+  edgeward --json devices check raspberry-pi-5""")
 @click.argument("name")
 @PROFILES_OPTION
 def check_command(name, profiles_dir) -> None:
@@ -66,7 +77,10 @@ def check_command(name, profiles_dir) -> None:
     from toolkit.errors import DeviceError
 
     report = check_device(name, profiles_dir)
-    lines = [f"{key:<18} {value}" for key, value in report.items() if key not in ("runtimes", "missing", "facts")]
+    lines = [f"{key:<18} {_plain(value)}" for key, value in report.items()
+             if key not in ("runtimes", "missing", "facts")]
+    if report.get("runtimes"):
+        lines.append("runtimes")
     for runtime, version in (report.get("runtimes") or {}).items():
         lines.append(f"  {runtime:<16} {version or 'not installed'}")
     for line in report.get("facts", []):
@@ -75,3 +89,16 @@ def check_command(name, profiles_dir) -> None:
     emit(report, "\n".join(lines))
     if not report["ok"]:
         raise DeviceError(f"{name} cannot run models yet: missing {'; '.join(report['missing'])}")
+
+
+def _plain(value) -> str:
+    """A report value for people: `unknown` for None, `onnx yes, tflite no` for a dict, `yes`/`no`."""
+    if value is None:
+        return "unknown"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_plain(item)}" for key, item in value.items()) or "none"
+    if isinstance(value, list | tuple):
+        return ", ".join(_plain(item) for item in value) or "none"
+    return str(value)
