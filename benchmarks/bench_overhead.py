@@ -2,8 +2,9 @@
 
 Each pair runs as fresh processes in this one script, so interpreter start-up and
 imports are counted on both sides:
-  - export: `edgeward export builtin:digits-cnn --to onnx` against a script that calls
-    torch.onnx.export(dynamo=True) + onnx.checker.check_model(full_check=True) itself;
+  - export: `edgeward export builtin:digits-cnn --to onnx` against a script that does the
+    same work itself: torch.onnx.export(dynamo=True), onnx.checker.check_model(full_check=True)
+    and an onnxruntime run against torch on random inputs (the export error Edgeward records);
   - quantize: `edgeward quantize MODEL --mode dynamic-int8` against quant_pre_process +
     quantize_dynamic called directly;
   - `edgeward --help` start-up time.
@@ -26,13 +27,20 @@ from benchmarks.common import edgeward, wall, write_results  # noqa: E402
 
 REPEATS = 3
 
+# The same work as `edgeward export`: export, check, then run the new model against the
+# source on random inputs to measure the export error (onnxruntime included).
 DIRECT_EXPORT = """
-import sys, torch, onnx
+import sys, torch, onnx, onnxruntime, numpy
 from toolkit.models.digits import load_builtin
 model = load_builtin("digits-cnn")
 x = torch.zeros(1, 1, 8, 8)
 torch.onnx.export(model, (x,), sys.argv[1], dynamo=True, external_data=False, input_names=["x"])
 onnx.checker.check_model(sys.argv[1], full_check=True)
+sample = torch.rand(8, 1, 8, 8)
+session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+error = max(abs(session.run(None, {"x": sample[i : i + 1].numpy()})[0] - model(sample[i : i + 1]).detach().numpy()).max()
+            for i in range(8))
+print(error)
 """
 
 DIRECT_QUANTIZE = """

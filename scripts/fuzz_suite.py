@@ -157,6 +157,8 @@ def summarise(results: list[dict], tasks: list[dict]) -> dict:
     return {
         "mean_ms_by_target": {k: round(sum(v) / len(v), 1) for k, v in sorted(seconds.items())},
         "multi_line_errors": sum(1 for r in results if r.get("lines", 1) > 1),
+        "multi_line_examples": [f"{t['target']} {Path(t['path']).name}: {r['message'][:200]}"
+                                for t, r in zip(tasks, results, strict=True) if r.get("lines", 1) > 1][:10],
         "inputs_tried": len(results),
         "accepted": outcomes["ok"],
         "clean_errors": outcomes["clean"] + outcomes["memory"],

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, edgeward_process
@@ -153,3 +154,59 @@ def _is_zombie(pid: int) -> bool:
             return handle.read().rsplit(b")", 1)[1].split()[0] == b"Z"
     except OSError:
         return True
+
+
+# ---------------------------------------------------------------- a real crashing model
+
+
+def crashing_tflite(source: Path, target: Path) -> Path:
+    """The fuzz suite's finding, rebuilt: FULLY_CONNECTED whose weights input is -1.
+
+    ai-edge-litert 2.3.0's interpreter segfaults on it (it passes the flatbuffer verifier).
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(source.read_bytes(), 0))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    graph = model.subgraphs[0]
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) == "FULLY_CONNECTED":
+            op.inputs = [int(op.inputs[0]), -1, *map(int, op.inputs[2:])]
+            break
+    else:
+        raise AssertionError("no FULLY_CONNECTED op in the seed")
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    target.write_bytes(bytes(builder.Output()))
+    return target
+
+
+def raw_interpreter(path: str) -> None:
+    """Load and run with the interpreter directly, skipping Edgeward's checks."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], np.float32))
+    interpreter.invoke()
+
+
+def test_a_real_crashing_model_is_contained_and_then_refused_up_front(tmp_path, monkeypatch, digits_cnn_tflite):
+    from toolkit.safety import check_tflite_file
+
+    model = crashing_tflite(digits_cnn_tflite, tmp_path / "crash.tflite")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests"))
+    # Without Edgeward's checks the runtime itself dies; the child contains it.
+    with pytest.raises(BadInput, match=r"crashed the runtime: signal 11 \(SIGSEGV\)"):
+        call_isolated("test_reliability_isolation:raw_interpreter", str(model), quiet=True)
+    # With them the shape is refused before the interpreter sees the file, in one line.
+    with pytest.raises(BadInput, match="FULLY_CONNECTED.*missing input tensor"):
+        check_tflite_file(model)
+    result = edgeward_process("validate", model, "--reference", digits_cnn_tflite, "--data", "builtin:digits:test",
+                              timeout=300)
+    assert result.exit_code == 2, result.stderr
+    assert error_lines(result.stderr)[-1].startswith("error: ") and "Traceback" not in result.stderr

@@ -103,8 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     except click.exceptions.Exit as done:
         return done.exit_code
-    except click.ClickException as error:
+    except click.exceptions.NoArgsIsHelpError as error:  # `edgeward devices` alone: show its help
         error.show()
+        return 2
+    except click.UsageError as error:
+        path = error.ctx.command_path if error.ctx else "edgeward"
+        click.echo(f"error: {' '.join(error.format_message().split())} (see '{path} --help')", err=True)
+        return 2
+    except click.ClickException as error:
+        click.echo(f"error: {' '.join(error.format_message().split())}", err=True)
         return 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -22,4 +22,9 @@ def human_months(months) -> str:
 
 
 def human_ms(ms: float | None) -> str:
-    return "—" if ms is None else f"{ms:.3f} ms"
+    """Latency with three significant figures: µs below a millisecond."""
+    if ms is None:
+        return "—"
+    if ms < 1:
+        return f"{ms * 1000:.3g} µs"
+    return f"{ms:.3g} ms" if ms < 100 else f"{ms:.0f} ms"

@@ -17,9 +17,11 @@ from pathlib import Path
 from toolkit import __version__
 from toolkit.artifacts import atomic_write_json, sha256_file, sha256_json
 from toolkit.console import info
+from toolkit.errors import BadInput
 from toolkit.recipe import Recipe
 
 STEP_RECORD = "step.json"
+RUN_MARKER = "edgeward-run.json"
 
 
 @dataclass
@@ -82,7 +84,9 @@ def plan(recipe: Recipe, out_dir: Path) -> list[Step]:
                 options = {"mode": "auto", "data": _auto_data(recipe), "budget": recipe.auto_budget_s}
                 options.update(_gates(recipe))
             elif any(m.name == mode and m.format == fmt for m in MODES):
-                options = {"mode": mode, "calibration": recipe.calibration or _auto_data(recipe)}
+                options = {"mode": mode}
+                if any(m.name == mode and m.format == fmt and m.needs_calibration for m in MODES):
+                    options["calibration"] = recipe.calibration or _auto_data(recipe)
             else:
                 continue
             quantized = Step(f"quantize-{fmt}-{mode}", "quantize", out_dir / f"quantize-{fmt}-{mode}", options)
@@ -147,6 +151,7 @@ def run(recipe: Recipe, out_dir: str | Path, *, force: bool = False, dry_run: bo
     """Run (or, with dry_run, only describe) every step of a recipe, reusing unchanged ones."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    _check_out_dir(out_dir, force)
     steps = plan(recipe, out_dir)
     done: dict[str, dict] = {}
     records = []
@@ -177,10 +182,22 @@ def run(recipe: Recipe, out_dir: str | Path, *, force: bool = False, dry_run: bo
     rows = summary_rows(steps, done)
     report = out_dir / "index.html"
     if not dry_run:
+        atomic_write_json(out_dir / RUN_MARKER, {"recipe": recipe.name, "edgeward": __version__})
+    if not dry_run:
         from toolkit.pipeline_report import write_index
 
         write_index(report, recipe, rows, steps, done, records)
     return PipelineResult(out_dir, records, rows, report, time.perf_counter() - started)
+
+
+def _check_out_dir(out_dir: Path, force: bool) -> None:
+    """Write only into a new folder or one an earlier run made (it holds RUN_MARKER)."""
+    if not out_dir.exists() or force or (out_dir / RUN_MARKER).is_file():
+        return
+    if not out_dir.is_dir():
+        raise BadInput(f"{out_dir} exists and is not a folder")
+    if any(out_dir.iterdir()):
+        raise BadInput(f"{out_dir} holds files that no pipeline run wrote: choose another -o, or pass --force")
 
 
 def summary_rows(steps: list[Step], done: dict[str, dict]) -> list[dict]:

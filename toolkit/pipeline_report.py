@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from toolkit.artifacts import atomic_write_text
-from toolkit.format import human_bytes, human_months
+from toolkit.format import human_bytes, human_months, human_ms
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1a1a1a}
@@ -50,8 +50,8 @@ def summary_table_html(rows: list[dict]) -> str:
             + _cell(row.get("accuracy"), lambda a: f"{a * 100:.2f}%", "num")
             + _cell(row.get("drop"), lambda d: f"{d:.2f}", "num")
             + f'<td class="{verdict}">{verdict}</td>'
-            + _cell(row.get("p50_ms"), lambda ms: f"{ms:.3f} ms", "num")
-            + "".join(_cell((row.get("estimated_p50_ms") or {}).get(d), lambda ms: f"{ms:.4f} ms", "num")
+            + _cell(row.get("p50_ms"), human_ms, "num")
+            + "".join(_cell((row.get("estimated_p50_ms") or {}).get(d), human_ms, "num")
                       for d in devices)
             + _cell(row.get("breakeven_month"), human_months, "num") + "</tr>"
         )

@@ -39,7 +39,10 @@ phone, and priced for a fleet of devices. A second run reuses every artifact.
 def command(out_dir: Path, force: bool, dry_run: bool, show_recipe: bool) -> None:
     """Run the builtin recipe on the digits model, end to end."""
     if show_recipe:
-        click.echo(resources.files("toolkit").joinpath("demo.yaml").read_text(), nl=False)
+        from toolkit.console import emit
+
+        text = resources.files("toolkit").joinpath("demo.yaml").read_text()
+        emit({"recipe": text}, text)
         return
     from toolkit.commands.run import run_and_print
 

@@ -7,20 +7,20 @@ from pathlib import Path
 import click
 
 from toolkit.console import emit, info
-from toolkit.format import human_bytes, human_months
+from toolkit.format import human_bytes, human_months, human_ms
 
 
 def summary_text(result) -> str:
-    header = f"{'model':<28} {'format':<7} {'mode':<14} {'size':>9} {'accuracy':>9} {'drop':>7} {'p50':>10} {'break-even':>12}"
+    header = f"{'model':<28} {'format':<7} {'mode':<14} {'size':>10} {'accuracy':>9} {'drop':>7} {'p50':>10} {'break-even':>12}"
     lines = [header, "-" * len(header)]
     for row in result.rows:
         accuracy = "—" if row["accuracy"] is None else f"{row['accuracy'] * 100:.2f}%"
         drop = "—" if row["drop"] is None else f"{row['drop']:.2f}"
-        p50 = "—" if row["p50_ms"] is None else f"{row['p50_ms']:.3f} ms"
+        p50 = human_ms(row["p50_ms"])
         flag = "" if row["passed"] in (None, True) else " (gate failed)"
         lines.append(
             f"{row['model']:<28} {row['format'] or '—':<7} {row['mode'] or '—':<14} "
-            f"{human_bytes(row['size_bytes']):>9} {accuracy:>9} {drop:>7} {p50:>10} "
+            f"{human_bytes(row['size_bytes']):>10} {accuracy:>9} {drop:>7} {p50:>10} "
             f"{human_months(row['breakeven_month']):>12}{flag}"
         )
     lines.append("")
