@@ -14,11 +14,15 @@ Examples:
   edgeward quantize model.onnx --mode static-int8 --calibration calib.npz --method entropy
   edgeward quantize exported/digits-tflite --mode weight-int4 --force
   edgeward quantize exported/digits-onnx --mode auto --data builtin:digits:test --max-drop 1
+  edgeward quantize model.onnx --mode auto --data eval.npz --objective latency
 
 \b
 MODEL is an .onnx/.tflite file or an artifact folder. An .npz for --calibration holds
 one array per model input, named after it, first axis = examples. The default output
-folder is exported/<name>-<mode>.
+folder is exported/<name>-<mode>. auto keeps the smallest model that passes
+(--objective size, the default: the file is what must fit the device); --objective
+latency times every passing try (1 thread, batch 1) and keeps the fastest, the
+smaller one when two are within 3%.
 """
 
 
@@ -38,8 +42,10 @@ folder is exported/<name>-<mode>.
 @click.option("--max-drop", type=float, default=1.0, show_default=True, help="auto: accuracy points it may lose.")
 @click.option("--min-agreement", type=float, help="auto: least top-1 agreement with the original (0..1).")
 @click.option("--budget", "budget_s", type=float, default=300, show_default=True, help="auto: seconds to spend.")
+@click.option("--objective", type=click.Choice(["size", "latency"]), default="size", show_default=True,
+              help="auto: keep the smallest passing model, or the fastest (p50, 1 thread, batch 1).")
 def command(model, mode, calibration, method, per_tensor, calibration_size, exclude_nodes, out_dir, force,
-            list_modes, data, max_drop, min_agreement, budget_s):
+            list_modes, data, max_drop, min_agreement, budget_s, objective):
     """Quantize an ONNX or TFLite model (int8, fp16, int4, auto) into an artifact folder."""
     from toolkit.console import emit, verbose
 
@@ -54,8 +60,10 @@ def command(model, mode, calibration, method, per_tensor, calibration_size, excl
     if not mode:
         raise BadInput("give --mode (edgeward quantize --list-modes shows them)")
     if mode == "auto":
-        _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, force)
+        _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, force, objective)
         return
+    if objective != "size":
+        raise BadInput("--objective is for --mode auto")
     if data:
         raise BadInput("--data is for --mode auto; static modes take --calibration DATA")
     from toolkit.quantize import quantize
@@ -74,7 +82,7 @@ def command(model, mode, calibration, method, per_tensor, calibration_size, excl
     )
 
 
-def _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, force) -> None:
+def _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, force, objective="size") -> None:
     """Hand over to the accuracy-gated search; nothing passing the gates is exit 1."""
     from toolkit.console import emit
     from toolkit.errors import GateFailed
@@ -86,7 +94,7 @@ def _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, 
 
     result = auto_quantize(
         model, out_dir or default_out_dir(model, "auto"), data=data, max_drop=max_drop,
-        min_agreement=min_agreement, budget_s=budget_s, calibration=calibration, force=force,
+        min_agreement=min_agreement, budget_s=budget_s, calibration=calibration, force=force, objective=objective,
     )
     emit(result.as_dict(), result.summary())
     if not result.passed:

@@ -13,6 +13,8 @@ loads in its runtime, and records the size against the float model in the manife
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import tempfile
 from dataclasses import asdict, dataclass
@@ -111,10 +113,14 @@ def quantize(
     with tempfile.TemporaryDirectory(prefix="edgeward-quantize-") as work, staged_folder(out_dir, force) as stage:
         out_path = stage / f"model.{fmt}"
         try:
-            notes = function(
-                model_path, out_path, workdir=Path(work), calibration=dataset, input_specs=runner.inputs,
-                method=method, per_channel=per_channel, exclude_nodes=list(exclude_nodes or []),
-            )
+            # onnxruntime's shape inference drops temporary files into the current folder:
+            # run it from the work folder so they go away with it.
+            with contextlib.chdir(work):
+                notes = function(
+                    model_path.resolve(), out_path.resolve(), workdir=Path(work), calibration=dataset,
+                    input_specs=runner.inputs, method=method, per_channel=per_channel,
+                    exclude_nodes=list(exclude_nodes or []),
+                )
         except (EdgewardError, KeyboardInterrupt):
             raise
         except Exception as error:  # the quantization libraries raise many unrelated types

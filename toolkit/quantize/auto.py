@@ -1,4 +1,4 @@
-"""Accuracy-gated auto quantization: the smallest model that still answers like the original.
+"""Accuracy-gated auto quantization: the smallest (or fastest) model that still answers like the original.
 
 Users pick a mode, find that "static int8 gives very bad results", and cannot tell which
 layer broke. `auto_quantize` tries the modes that apply, from the smallest expected file
@@ -6,6 +6,14 @@ to the largest, validates each on DATA against the float model, and keeps the sm
 that passes the gates. For ONNX, when no full int8 mode passes, it runs the per-layer
 pass on the static int8 try, keeps the worst nodes in float (mixed precision) and tries
 again with 1, 2, 4, … of them excluded. All within a time budget.
+
+The objective decides among the tries that pass: `size` (the default, issue 3's rule) keeps
+the smallest; `latency` measures each passing try's p50 (1 thread, batch 1, the data's first
+example, LATENCY_RUNS runs after a warm-up) right after the try, then, once the tries are
+done, times all of them again taking turns (LATENCY_ROUNDS rounds), so that load from other
+jobs hits them alike, and keeps the fastest, taking the smallest of those within
+LATENCY_TIE of the fastest. With `latency` every mode is tried, since a larger
+model can be the faster one (int4 weights are smallest but dequantized at run time).
 
 Whatever happens, OUT_DIR holds the best model so far (`model.*` + `manifest.json`),
 every tried model under `tries/`, and the table of tries (`tries.json`, `tries.md`),
@@ -20,16 +28,23 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from toolkit.errors import BadInput, EdgewardError
 
 # Expected size of each mode's model against float32: the order in which modes are tried.
 EXPECTED_RATIO = {
     "int4-weight": 0.16, "weight-int4": 0.16,
+    "dynamic-int8-int4emb": 0.2,  # ~0.27 without embedding tables
     "dynamic-int8": 0.27, "static-int8": 0.27, "weight-int8": 0.27,
     "fp16": 0.5,
 }
 MIXED_STEPS = (1, 2, 4, 8, 16)  # worst nodes kept in float, per mixed-precision retry
 DEFAULT_AGREEMENT_WITHOUT_LABELS = 0.99
+OBJECTIVES = ("size", "latency")
+LATENCY_WARMUP, LATENCY_RUNS = 5, 30
+LATENCY_ROUNDS = 10  # the final, interleaved timing: LATENCY_ROUNDS x LATENCY_RUNS // LATENCY_ROUNDS runs each
+LATENCY_TIE = 0.03  # p50s within 3% of the fastest count as a tie, broken by size
 
 
 @dataclass
@@ -44,6 +59,7 @@ class Try:
     drop: float | None = None  # points
     agreement: float | None = None
     sqnr_db: float | None = None
+    p50_ms: float | None = None  # measured for passing tries when the objective is latency
     passed: bool = False
     smaller: bool = False  # smaller than the float model (a try that is not cannot be chosen)
     seconds: float = 0.0
@@ -70,6 +86,7 @@ class AutoResult:
     budget_s: float
     seconds: float
     stopped: str  # why it stopped: "passed", "all modes tried", "budget spent"
+    objective: str = "size"
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -93,7 +110,9 @@ class AutoResult:
         lines = [table_text(self.tries, self.chosen, self.reference_accuracy, self.float_size_bytes)]
         if self.passed and self.chosen is not None:
             best = self.tries[self.chosen]
-            lines.append(f"chosen: {best.label}, {_kib(best.size_bytes)} ({best.size_ratio:.2f}x of float), "
+            speed = f", p50 {best.p50_ms:.2f} ms" if best.p50_ms is not None else ""
+            lines.append(f"chosen ({'fastest' if self.objective == 'latency' else 'smallest'}): {best.label}, "
+                         f"{_kib(best.size_bytes)} ({best.size_ratio:.2f}x of float){speed}, "
                          f"{_gate_text(self.gates)}: passed -> {self.model_path}")
         else:
             saved = f"; best so far saved in {self.model_path}" if self.model_path else ""
@@ -111,13 +130,15 @@ def auto_quantize(
     budget_s: float = 300.0,
     calibration=None,
     force: bool = False,
+    objective: str = "size",
 ) -> AutoResult:
-    """Try the modes that apply to MODEL, smallest first; keep the smallest that passes on DATA.
+    """Try the modes that apply to MODEL, smallest first; keep the smallest (or fastest) that passes on DATA.
 
     `data`: labelled evaluation data (spec or Dataset); without labels, argmax agreement
     (default 0.99) is the gate. `calibration`: data for the static modes (default: DATA,
     which the table notes). Returns the AutoResult; `passed` False when nothing passed
-    (the CLI turns that into exit 1).
+    (the CLI turns that into exit 1). `objective`: "size" keeps the smallest passing try,
+    "latency" the fastest (p50, 1 thread, batch 1; near-ties go to the smaller).
     """
     from toolkit.artifacts import check_writable, resolve_model
     from toolkit.console import info, warn
@@ -130,6 +151,8 @@ def auto_quantize(
 
     started = time.perf_counter()
     check_gates(max_drop, min_agreement, None)
+    if objective not in OBJECTIVES:
+        raise BadInput(f"objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
     if budget_s is None or not budget_s > 0:
         raise BadInput(f"--budget {budget_s}: give a positive number of seconds")
     model_path = resolve_model(model)
@@ -154,7 +177,7 @@ def auto_quantize(
         shutil.rmtree(out_dir)  # check_writable has refused this unless --force
     (out_dir / "tries").mkdir(parents=True)
     state = _State(out_dir, model_path, fmt, model_bytes(model_path), dataset, feeds, reference_outputs,
-                   output_names, gates, calibration)
+                   output_names, gates, calibration, objective)
     state.reference_accuracy = _reference_accuracy(reference_outputs, dataset)
 
     stopped = "all modes tried"
@@ -163,7 +186,7 @@ def auto_quantize(
     passed_ratio = None  # the smallest size ratio that passed so far
     for mode in plan:
         ratio = EXPECTED_RATIO.get(mode.name, 1.0)
-        if passed_ratio is not None and ratio >= passed_ratio:
+        if objective == "size" and passed_ratio is not None and ratio >= passed_ratio:
             break  # every mode left is expected to be larger than what passed
         if state.tries and time.perf_counter() - started >= budget_s:  # the first try always runs
             stopped = "budget spent"
@@ -175,6 +198,8 @@ def auto_quantize(
             mixed = _mixed_precision(state, started, budget_s)
             if mixed is not None:
                 passed_ratio = mixed.size_ratio
+    if objective == "latency":
+        state.retime_passing()
     if passed_ratio is not None and stopped != "budget spent":
         stopped = "passed"
     best = state.best()
@@ -183,7 +208,7 @@ def auto_quantize(
         passed=bool(best and best.passed and best.smaller), tries=state.tries,
         chosen=best.index if best else None, format=fmt, float_size_bytes=state.float_size,
         reference_accuracy=state.reference_accuracy, gates=gates, budget_s=budget_s,
-        seconds=round(time.perf_counter() - started, 3), stopped=stopped,
+        seconds=round(time.perf_counter() - started, 3), stopped=stopped, objective=objective,
     )
 
 
@@ -222,8 +247,9 @@ class _State:
     """The tries so far, and the best model saved into out_dir after each of them."""
 
     def __init__(self, out_dir, model_path, fmt, float_size, dataset, feeds, reference_outputs, output_names,
-                 gates, calibration):
+                 gates, calibration, objective="size"):
         self.out_dir, self.model_path, self.fmt, self.float_size = out_dir, model_path, fmt, float_size
+        self.objective = objective
         self.dataset, self.feeds, self.reference_outputs = dataset, feeds, reference_outputs
         self.output_names, self.gates, self.calibration = output_names, gates, calibration
         self.tries: list[Try] = []
@@ -245,12 +271,15 @@ class _State:
             attempt.size_ratio = round(result.size_bytes / self.float_size, 4)
             attempt.smaller = result.size_bytes < self.float_size
             self._judge(attempt, result.model_path)
+            if self.objective == "latency" and attempt.passed and attempt.smaller:
+                attempt.p50_ms = self._p50(result.model_path)
         except EdgewardError as error:
             attempt.error = str(error)
         attempt.seconds = round(time.perf_counter() - tick, 3)
         self.tries.append(attempt)
+        speed = f", p50 {attempt.p50_ms:.2f} ms" if attempt.p50_ms is not None else ""
         info(f"try {attempt.index + 1}: {attempt.label}: " + (attempt.error or
-             f"{_kib(attempt.size_bytes)}, {_acc(attempt)}, {'passed' if attempt.passed else 'failed'}"))
+             f"{_kib(attempt.size_bytes)}, {_acc(attempt)}{speed}, {'passed' if attempt.passed else 'failed'}"))
         self._save()
         return attempt
 
@@ -276,10 +305,57 @@ class _State:
             "accuracy": attempt.accuracy, "drop": attempt.drop, "agreement": attempt.agreement,
             "gates": [asdict(gate) for gate in gates], "by": "auto"})
 
+    def _timer(self, model_path: Path):
+        """A warmed-up runner (1 thread) and its feed: the data's first example (batch 1)."""
+        from toolkit.quantize.common import fixed_batch, quiet_output
+        from toolkit.runtime import open_model
+        from toolkit.validate_run import prepare_feeds
+
+        with quiet_output():
+            runner = open_model(model_path, threads=1)
+        batch = fixed_batch(runner.inputs) or 1
+        feeds = {name: (array if np.ndim(array) == 0 else array[:batch])
+                 for name, array in prepare_feeds(self.dataset, runner, "data").items()}
+        for _ in range(LATENCY_WARMUP):
+            runner.run(feeds)
+        return runner, feeds
+
+    def _p50(self, model_path: Path) -> float:
+        """Median latency of one example (1 thread, batch 1), in ms, after a warm-up."""
+        runner, feeds = self._timer(model_path)
+        return round(float(np.median(_timed_runs(runner, feeds, LATENCY_RUNS))), 4)
+
+    def retime_passing(self) -> None:
+        """Time every passing try again, taking turns, and re-pick: fair under a varying load."""
+        from toolkit.console import info
+
+        timed = [t for t in self.tries if t.p50_ms is not None and not t.error]
+        if len(timed) < 2:
+            return
+        timers = {t.index: self._timer(self.out_dir / t.folder / f"model.{self.fmt}") for t in timed}
+        samples: dict[int, list[float]] = {index: [] for index in timers}
+        for _ in range(LATENCY_ROUNDS):
+            for index, (runner, feeds) in timers.items():
+                samples[index] += _timed_runs(runner, feeds, max(1, LATENCY_RUNS // LATENCY_ROUNDS))
+        for attempt in timed:
+            attempt.p50_ms = round(float(np.median(samples[attempt.index])), 4)
+        info("interleaved p50: " + ", ".join(f"{t.label} {t.p50_ms:.2f} ms" for t in timed))
+        self.saved_index = None  # the saved manifest records the old p50: write it again
+        self._save()
+
     def best(self) -> Try | None:
-        """The smallest passing try smaller than float; else the most accurate one that ran."""
+        """The passing try (smaller than float) the objective prefers; else the most accurate one that ran.
+
+        size: the smallest. latency: the fastest p50, and of the tries within LATENCY_TIE of it,
+        the smallest.
+        """
         ran = [t for t in self.tries if not t.error]
         passing = [t for t in ran if t.passed and t.smaller]
+        timed = [t for t in passing if t.p50_ms is not None]
+        if self.objective == "latency" and timed:
+            fastest = min(t.p50_ms for t in timed)
+            near = [t for t in timed if t.p50_ms <= fastest * (1 + LATENCY_TIE)]
+            return min(near, key=lambda t: (t.size_bytes, t.p50_ms, t.index))
         if passing:
             return min(passing, key=lambda t: (t.size_bytes, t.index))
         if not ran:
@@ -299,9 +375,10 @@ class _State:
         atomic_write_json(self.out_dir / "tries.json", _finite({
             "model": str(self.model_path), "format": self.fmt, "float_size_bytes": self.float_size,
             "reference_accuracy": self.reference_accuracy, "gates": self.gates, "data": self.dataset.name,
-            "chosen": self.saved_index, "passed": bool(best and best.passed and best.smaller), "tries": rows}))
+            "chosen": self.saved_index, "passed": bool(best and best.passed and best.smaller),
+            "objective": self.objective, "tries": rows}))
         atomic_write_text(self.out_dir / "tries.md", "# Auto quantization\n\n" + table_markdown(
-            self.tries, self.saved_index, self.reference_accuracy, self.float_size, self.gates))
+            self.tries, self.saved_index, self.reference_accuracy, self.float_size, self.gates, self.objective))
 
     def _save_model(self, best: Try) -> None:
         from toolkit.artifacts import atomic_copy, read_manifest, write_manifest
@@ -316,11 +393,20 @@ class _State:
         manifest = read_manifest(folder)
         manifest["auto"] = {
             "chosen": best.label, "try": best.folder, "passed": bool(best.passed and best.smaller),
-            "gates": self.gates, "data": self.dataset.name, "tries": "tries.json",
+            "objective": self.objective, "p50_ms": best.p50_ms, "gates": self.gates, "data": self.dataset.name, "tries": "tries.json",
         }
         manifest["options"] = {**manifest.get("options", {}), "auto": True}
         write_manifest(self.out_dir, manifest)
         self.saved_index, self.saved_path = best.index, (self.out_dir / f"model.{self.fmt}").absolute()
+
+
+def _timed_runs(runner, feeds, runs: int) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        tick = time.perf_counter()
+        runner.run(feeds)
+        samples.append((time.perf_counter() - tick) * 1000)
+    return samples
 
 
 def _reference_accuracy(outputs, dataset) -> float | None:
@@ -363,13 +449,14 @@ def _rows(tries, chosen):
             str(t.index + 1), t.label, _kib(t.size_bytes), "–" if t.size_ratio is None else f"{t.size_ratio:.2f}x",
             "–" if t.accuracy is None else f"{t.accuracy:.2%}", "–" if t.drop is None else f"{t.drop:.2f}",
             "–" if t.agreement is None else f"{t.agreement:.4f}",
+            "–" if t.p50_ms is None else f"{t.p50_ms:.2f} ms",
             "error" if t.error else ("yes" if t.passed else "no"),
             ("chosen" if t.index == chosen else "") + (" not smaller than float" if not t.error and not t.smaller else "")
             + (f" {t.error}" if t.error else ""),
         ]
 
 
-HEADER = ["#", "mode", "size", "ratio", "accuracy", "drop", "agreement", "passed", "note"]
+HEADER = ["#", "mode", "size", "ratio", "accuracy", "drop", "agreement", "p50", "passed", "note"]
 
 
 def table_text(tries, chosen, reference_accuracy, float_size) -> str:
@@ -381,10 +468,12 @@ def table_text(tries, chosen, reference_accuracy, float_size) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def table_markdown(tries, chosen, reference_accuracy, float_size, gates) -> str:
+def table_markdown(tries, chosen, reference_accuracy, float_size, gates, objective: str = "size") -> str:
+    rule = ("fastest passing (p50, 1 thread, batch 1; within 3% the smaller)" if objective == "latency"
+            else "smallest passing")
     lines = [f"Float model: {_kib(float_size)}"
              + (f", accuracy {reference_accuracy:.2%}" if reference_accuracy is not None else "")
-             + f". Gates: {_gate_text(gates)}.", "",
+             + f". Gates: {_gate_text(gates)}. Objective: {objective} ({rule}).", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for row in _rows(tries, chosen):
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
