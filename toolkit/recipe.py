@@ -57,7 +57,7 @@ class Recipe:
 
 def load_recipe(path_or_data, base_dir: Path | None = None) -> Recipe:
     """Parse a recipe file (or an already-loaded dict) and check it, listing every problem."""
-    import yaml
+    from toolkit.safety import load_yaml
 
     if isinstance(path_or_data, dict):
         data, base = path_or_data, base_dir or Path(".")
@@ -66,10 +66,7 @@ def load_recipe(path_or_data, base_dir: Path | None = None) -> Recipe:
         path = Path(path_or_data)
         if not path.is_file():
             raise BadInput(f"{path}: no such recipe file")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise BadInput(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        data = load_yaml(path)
         base, origin = path.resolve().parent, str(path)
     if not isinstance(data, dict):
         raise BadInput(f"{origin}: a recipe is a YAML mapping (name, source, export, ...)")
@@ -90,11 +87,13 @@ def _parse(data: dict, base: Path, problems: list[str]) -> Recipe:
     if not isinstance(source, str) or not source:
         problems.append("'source' is required (e.g. builtin:digits-cnn or a model path)")
         source = ""
-    name = str(data.get("name") or _default_name(source))
+    name = _string(data.get("name"), "name", problems) or _default_name(source)
 
     distill = data.get("distill")
     if distill is not None:
-        if not isinstance(distill, dict) or not distill.get("student"):
+        if not isinstance(distill, dict) or not _string(distill.get("student"), "distill.student", problems) \
+                or not all(_string(distill.get(k), f"distill.{k}", problems) is not None
+                           for k in ("data", "val") if k in distill):
             problems.append("'distill' needs at least 'student' (e.g. shrink:0.5)")
             distill = None
         else:
@@ -102,11 +101,9 @@ def _parse(data: dict, base: Path, problems: list[str]) -> Recipe:
             _check_number(distill, "temperature", problems, "distill", minimum=1e-9)
             _check_number(distill, "alpha", problems, "distill", minimum=0, maximum=1)
 
-    export = data.get("export", ["onnx"])
-    export = [export] if isinstance(export, str) else export
-    if not isinstance(export, list) or not export:
+    export = _strings(data.get("export", ["onnx"]), "export", problems)
+    if "export" in data and not export:
         problems.append("'export' is a list of formats (onnx, tflite)")
-        export = []
     for fmt in export:
         if fmt not in FORMATS:
             problems.append(f"export: unknown format {fmt!r}{_suggest(str(fmt), FORMATS)}")
@@ -117,13 +114,13 @@ def _parse(data: dict, base: Path, problems: list[str]) -> Recipe:
     if not isinstance(quantize, dict):
         problems.append("'quantize' is a mapping with 'modes' and optional 'calibration'")
         quantize = {}
-    modes = quantize.get("modes", [])
-    modes = [modes] if isinstance(modes, str) else list(modes or [])
+    modes = _strings(quantize.get("modes", []), "quantize.modes", problems)
+    calibration = _string(quantize.get("calibration"), "quantize.calibration", problems)
     _check_number(quantize, "budget", problems, "quantize", minimum=1)
 
     validate = data.get("validate")
     if validate is not None:
-        if not isinstance(validate, dict) or not validate.get("data"):
+        if not isinstance(validate, dict) or not _string(validate.get("data"), "validate.data", problems):
             problems.append("'validate' needs 'data' (e.g. builtin:digits:test)")
             validate = None
         else:
@@ -138,6 +135,8 @@ def _parse(data: dict, base: Path, problems: list[str]) -> Recipe:
         problems.append("'bench' is a mapping with 'devices' and/or 'estimate'")
         bench = {}
     _check_number(bench, "runs", problems, "bench", minimum=1, integer=True)
+    bench_devices = _strings(bench.get("devices") or [], "bench.devices", problems)
+    estimate_devices = _strings(bench.get("estimate") or [], "bench.estimate", problems)
 
     scenario = data.get("breakeven")
     if scenario is not None:
@@ -149,19 +148,19 @@ def _parse(data: dict, base: Path, problems: list[str]) -> Recipe:
         distill=distill,
         export=list(export),
         quantize_modes=modes,
-        calibration=_resolve(quantize.get("calibration"), base) if quantize.get("calibration") else None,
-        auto_budget_s=float(quantize.get("budget", 300)),
+        calibration=_resolve(calibration, base) if calibration else None,
+        auto_budget_s=float(quantize["budget"]) if _is_number(quantize.get("budget")) else 300.0,
         validate=validate,
-        bench_devices=list(bench.get("devices") or []),
-        estimate_devices=list(bench.get("estimate") or []),
-        bench_runs=int(bench.get("runs", 50)),
+        bench_devices=bench_devices,
+        estimate_devices=estimate_devices,
+        bench_runs=bench.get("runs", 50) if isinstance(bench.get("runs", 50), int) else 50,
         breakeven=scenario,
         base_dir=base,
     )
 
 
 def _load_scenario(value, base: Path, problems: list[str]) -> dict | None:
-    import yaml
+    from toolkit.safety import load_yaml
 
     if isinstance(value, dict) and "scenario" in value and len(value) == 1:
         value = value["scenario"]
@@ -171,9 +170,9 @@ def _load_scenario(value, base: Path, problems: list[str]) -> dict | None:
             problems.append(f"breakeven: scenario file {value!r} not found")
             return None
         try:
-            value = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            problems.append(f"breakeven: {value} is not valid YAML ({str(error).splitlines()[0]})")
+            value = load_yaml(path)
+        except BadInput as error:
+            problems.append(f"breakeven: {error}")
             return None
     if not isinstance(value, dict):
         problems.append("breakeven: give a scenario mapping or the path of a scenario file")
@@ -220,6 +219,27 @@ def _check_data_spec(spec: str, problems: list[str]) -> None:
         problems.append(f"data file {spec!r} not found")
 
 
+def _string(value, where: str, problems: list[str]) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    problems.append(f"{where} must be text, not {type(value).__name__}")
+    return None
+
+
+def _strings(value, where: str, problems: list[str]) -> list[str]:
+    """A string or a list of strings; anything else is a problem."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)
+    problems.append(f"{where} must be a name or a list of names, not {type(value).__name__}")
+    return []
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _check_number(section: dict, key: str, problems, where: str, *, minimum=None, maximum=None, integer=False):
     if key not in section:
         return
@@ -244,6 +264,6 @@ def _default_name(source: str) -> str:
     return text or "model"
 
 
-def _suggest(value: str, choices) -> str:
-    close = difflib.get_close_matches(value, list(choices), n=3)
+def _suggest(value, choices) -> str:
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3)
     return f" (did you mean {', '.join(close)}?)" if close else f" (choose from {', '.join(choices)})"

@@ -68,12 +68,9 @@ def read_scenario_file(path: str | os.PathLike) -> dict:
 
 
 def parse_scenario_text(text: str, label: str = "scenario") -> dict:
-    import yaml
+    from toolkit.safety import load_yaml
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise BadInput(f"{label}: not valid YAML ({' '.join(str(error).split())[:160]})") from None
+    data = load_yaml(text, what=label)  # safe_load with size and alias limits; errors are one line
     if not isinstance(data, dict):
         raise BadInput(f"{label}: a scenario is a YAML mapping (traffic, cloud, edge, router); "
                        "see `edgeward breakeven --example`")

@@ -165,17 +165,14 @@ def load_profile(path: Path, files: dict[str, Path] | None = None, _seen: tuple 
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
+    from toolkit.safety import load_yaml
 
     try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
+        data = load_yaml(path)  # safe_load with size and alias limits; errors are one line
     except OSError as error:
         raise BadInput(f"profile {path}: cannot read it: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where else ""
-        raise BadInput(f"profile {path}: not valid YAML{line}: {getattr(error, 'problem', error)}") from None
+    except BadInput as error:
+        raise BadInput(f"profile {error}") from None
     if not isinstance(data, dict):
         raise BadInput(f"profile {path}: expected a mapping of fields, found {type(data).__name__}")
     return data
@@ -311,7 +308,7 @@ def _resolve_auto(data: dict) -> None:
     """Fill `value: auto` figures from this host (only meaningful for the localhost profile)."""
     facts = None
     for _, node in _figures(data):
-        if node.get("value") != "auto":
+        if not isinstance(node, dict) or node.get("value") != "auto":
             continue
         facts = facts or _host_facts()
         key = node.get("auto")
