@@ -14,7 +14,6 @@ loads in its runtime, and records the size against the float model in the manife
 from __future__ import annotations
 
 import contextlib
-
 import os
 import tempfile
 from dataclasses import asdict, dataclass
