@@ -124,7 +124,8 @@ def _run_runner(profile: Profile, model: Path, argv_tail: list[str], *, inputs: 
             session.raise_error(profile.name)
             if session.result is None:
                 failure = DeviceError(f"{profile.name}: the runner stopped without a result "
-                                      f"(exit {completed.returncode}): {completed.stderr.strip()[-300:]}")
+                                      f"({_exit_text(completed.returncode)}): "
+                                      f"{completed.stderr.strip()[-300:] or 'no error output'}")
             elif pull:
                 pulled = transport.pull(pull, scratch / pull)
     return session, pulled, failure
@@ -226,3 +227,16 @@ def check_device(name: str, profiles_dir=None) -> dict:
                "tflite": bool(runtimes.get("numpy") and tflite)}
     return {"device": name, "kind": profile.kind, **probe, "connect_s": round(time.monotonic() - started, 3),
             **facts, "can_run": can_run, "missing": missing, "ok": any(can_run.values())}
+
+
+def _exit_text(code: int) -> str:
+    """`exit 1`, or the signal that killed the runner (a negative code, or 128+N from a shell)."""
+    import signal
+
+    number = -code if code < 0 else (code - 128 if 128 < code < 160 else 0)
+    if number:
+        try:
+            return f"killed by signal {number} ({signal.Signals(number).name})"
+        except ValueError:
+            return f"killed by signal {number}"
+    return f"exit {code}"

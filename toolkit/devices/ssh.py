@@ -138,6 +138,8 @@ class SshTransport(Transport):
                 if size > PULL_CAP:
                     process.kill()
                     process.wait()
+                    handle.close()
+                    temporary.unlink(missing_ok=True)
                     raise DeviceError(f"{self.name}: {name} is larger than {PULL_CAP // 2**20} MB; refused")
                 handle.write(chunk)
             stderr = process.stderr.read().decode("utf-8", "replace")
