@@ -123,7 +123,7 @@ def bad_sources(tmp_path, digits_cnn_onnx, digits_cnn_tflite):
         "not a model": ([tmp_path / "notes.txt"], "not a model file"),
         "fake onnx": ([tmp_path / "fake.onnx"], "not a readable ONNX model"),
         "truncated onnx": ([tmp_path / "cut.onnx"], "not a readable ONNX model"),
-        "truncated tflite": ([tmp_path / "cut.tflite"], "cannot load it"),
+        "truncated tflite": ([tmp_path / "cut.tflite"], "cannot load it|not a valid TFLite model"),
         "pickle": ([tmp_path / "evil.pt"], "refused: .*pickled.*safetensors"),
         "torchscript": ([tmp_path / "script.pt"], "--trust-torchscript"),
         "unknown builtin": (["builtin:resnet"], "unknown builtin model"),

@@ -23,27 +23,87 @@ class Dataset:
     labels: np.ndarray | None = None
     name: str = ""
     meta: dict = field(default_factory=dict)
+    # The axis that counts examples, per input (see `batch_axis`); axis 0 where not named.
+    axes: dict[str, int | None] = field(default_factory=dict)
+
+    def axis(self, name: str) -> int | None:
+        array = self.inputs[name]
+        return None if np.ndim(array) == 0 else self.axes.get(name, 0)
 
     def __len__(self) -> int:
         # A 0-d array is a scalar input (e.g. a step counter) shared by every example.
-        lengths = [array.shape[0] for array in self.inputs.values() if np.ndim(array) > 0]
-        return min(lengths) if lengths else (1 if self.inputs else 0)
+        return example_total(self.inputs, {name: self.axis(name) for name in self.inputs})
 
     def take(self, count: int) -> Dataset:
         labels = None if self.labels is None else self.labels[:count]
-        return Dataset({k: v[:count] for k, v in self.inputs.items()}, labels, self.name, self.meta)
+        inputs = slice_examples(self.inputs, {name: self.axis(name) for name in self.inputs}, 0, count)
+        return Dataset(inputs, labels, self.name, self.meta, dict(self.axes))
 
     def batches(self, batch_size: int):
+        axes = {name: self.axis(name) for name in self.inputs}
         for start in range(0, len(self), batch_size):
-            yield {name: array[start : start + batch_size] for name, array in self.inputs.items()}
+            yield slice_examples(self.inputs, axes, start, start + batch_size)
+
+    def for_model(self, specs) -> Dataset:
+        """The same data with each input's example axis read from the model's input specs."""
+        by_name = {spec.name: spec for spec in specs}
+        axes = {name: batch_axis(array, by_name.get(name)) for name, array in self.inputs.items()}
+        return Dataset(self.inputs, self.labels, self.name, self.meta, axes)
 
     def renamed(self, names: list[str]) -> Dataset:
         """Give a single-input dataset the model's input name."""
         if list(self.inputs) == list(names):
             return self
         if len(self.inputs) == 1 and len(names) == 1:
-            return Dataset({names[0]: next(iter(self.inputs.values()))}, self.labels, self.name, self.meta)
+            axis = self.axes.get(next(iter(self.inputs)), 0)
+            return Dataset({names[0]: next(iter(self.inputs.values()))}, self.labels, self.name, self.meta,
+                           {names[0]: axis})
         return self
+
+
+def _fixed(dim) -> bool:
+    return isinstance(dim, int) and dim > 0
+
+
+def batch_axis(array, spec=None) -> int | None:
+    """The axis of `array` that counts examples: None for a 0-d array (a scalar shared by all).
+
+    Axis 0, unless the model fixes axis 0 to the size the data has there and leaves a later
+    axis symbolic: a recurrent state such as silero-vad's `state` [2, batch, 128] counts
+    its examples on axis 1.
+    """
+    if np.ndim(array) == 0:
+        return None
+    shape = list(getattr(spec, "shape", None) or [])
+    if len(shape) != np.ndim(array) or not _fixed(shape[0]) or np.shape(array)[0] != shape[0]:
+        return 0
+    return next((axis for axis, dim in enumerate(shape[1:], 1) if not _fixed(dim)), 0)
+
+
+def batch_axes(inputs: dict[str, np.ndarray], specs=None) -> dict[str, int | None]:
+    by_name = {spec.name: spec for spec in specs or []}
+    return {name: batch_axis(array, by_name.get(name)) for name, array in inputs.items()}
+
+
+def example_total(inputs: dict[str, np.ndarray], axes: dict[str, int | None]) -> int:
+    """Examples in a set of arrays: the shortest along its example axis; 1 if all are scalars."""
+    lengths = [np.shape(array)[axes.get(name, 0)] for name, array in inputs.items()
+               if np.ndim(array) > 0 and axes.get(name, 0) is not None]
+    return min(lengths) if lengths else (1 if inputs else 0)
+
+
+def slice_examples(inputs: dict[str, np.ndarray], axes: dict[str, int | None], start: int, stop: int) -> dict:
+    """Examples start..stop of every array along its example axis; scalars are passed whole."""
+    result = {}
+    for name, array in inputs.items():
+        axis = axes.get(name, 0) if np.ndim(array) > 0 else None
+        if axis is None:
+            result[name] = array
+        else:
+            index = [slice(None)] * np.ndim(array)
+            index[axis] = slice(start, stop)
+            result[name] = array[tuple(index)]
+    return result
 
 
 def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

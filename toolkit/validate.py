@@ -189,7 +189,7 @@ def validate(
     `batch_size` matters for dynamic quantization, whose activation scales depend on the
     batch (use 1 to see what a one-request-at-a-time device sees).
     """
-    from toolkit.validate_run import load_side, prepare_feeds, run_candidate, run_side
+    from toolkit.validate_run import feed_count, load_side, prepare_feeds, run_candidate, run_side
 
     check_gates(max_drop, min_agreement, min_sqnr)
     if top < 1:
@@ -227,7 +227,7 @@ def validate(
         gates.extend(_shape_gates(check, min_agreement, min_sqnr))
 
     report = ValidationReport(
-        candidate=cand.label, reference=ref.label, data=dataset.name or str(data), samples=len(dataset),
+        candidate=cand.label, reference=ref.label, data=dataset.name or str(data), samples=feed_count(cand_feeds, cand.runner.inputs),
         outputs=metrics, gates=gates, passed=all(gate.passed for gate in gates),
         candidate_format=cand.runner.format, reference_format=ref.runner.format, device=device,
         shape_checks=checks, seconds=timings, errors=errors,

@@ -183,7 +183,7 @@ def prepare_calibration(calibration, specs, mode, calibration_size: int):
     if example_count(dataset) == 0:
         raise BadInput(f"the calibration set {dataset.name or ''!s} is empty: it needs at least one example")
     check_matches(dataset, specs)
-    return take(dataset, calibration_size)
+    return take(dataset.for_model(specs), calibration_size)
 
 
 def _manifest(stage, model, model_path, spec, options, dataset, notes, size, float_size) -> dict:

@@ -20,29 +20,33 @@ from toolkit.data import Dataset
 
 def example_count(dataset: Dataset) -> int:
     """Examples in a dataset; a 0-d array (a scalar input shared by all examples) has none."""
-    lengths = [array.shape[0] for array in dataset.inputs.values() if np.ndim(array) > 0]
-    return min(lengths) if lengths else (1 if dataset.inputs else 0)
+    return len(dataset)
 
 
 def take(dataset: Dataset, count: int) -> Dataset:
-    inputs = {name: (array if np.ndim(array) == 0 else array[:count]) for name, array in dataset.inputs.items()}
-    labels = None if dataset.labels is None else dataset.labels[:count]
-    return Dataset(inputs, labels, dataset.name, dataset.meta)
+    return dataset.take(count)
 
 
 def calibration_batches(dataset: Dataset, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """Feeds of `batch_size` examples; scalar inputs are passed whole with every batch."""
-    count = example_count(dataset)
-    for start in range(0, count, batch_size):
-        yield {
-            name: (array if np.ndim(array) == 0 else array[start : start + batch_size])
-            for name, array in dataset.inputs.items()
-        }
+    yield from dataset.batches(batch_size)
 
 
-def fixed_batch(specs) -> int | None:
-    """The fixed batch size the model's inputs demand, if any (e.g. 1 for most TFLite files)."""
-    fixed = [spec.shape[0] for spec in specs if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0]
+def fixed_batch(specs, inputs: dict | None = None) -> int | None:
+    """The fixed batch size the model's inputs demand, if any (e.g. 1 for most TFLite files).
+
+    With the data's `inputs`, each input's example axis is read from them (`batch_axis`):
+    silero-vad's state [2, batch, 128] fixes 2 on axis 0, which is not its batch.
+    """
+    from toolkit.data import batch_axis
+
+    fixed = []
+    for spec in specs:
+        if not spec.shape:
+            continue
+        axis = batch_axis(inputs[spec.name], spec) if inputs and spec.name in inputs else 0
+        if axis is not None and isinstance(spec.shape[axis], int) and spec.shape[axis] > 0:
+            fixed.append(spec.shape[axis])
     return min(fixed) if fixed else None
 
 

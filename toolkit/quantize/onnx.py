@@ -38,24 +38,74 @@ def _is_large(path: Path) -> bool:
 
 
 def pre_process(model_path: Path, workdir: Path) -> Path:
-    """quant_pre_process into `workdir`; falls back to skipping ORT's optimiser, then symbolic shapes."""
+    """quant_pre_process into `workdir`, after turning Constant weights into initializers.
+
+    Falls back to skipping ORT's optimiser, then symbolic shapes (with the optimiser), then
+    both: ORT's symbolic shape inference gives up on many exported graphs (Paddle's, If
+    branches), where the optimiser still folds BatchNorm into Conv and constants.
+    """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = workdir / "preprocessed.onnx"
     large = _is_large(model_path)
-    attempts = ({}, {"skip_optimization": True}, {"skip_optimization": True, "skip_symbolic_shape": True})
+    source = _constants_as_initializers(model_path, workdir) or model_path
+    attempts = ({}, {"skip_optimization": True}, {"skip_symbolic_shape": True},
+                {"skip_optimization": True, "skip_symbolic_shape": True})
     last_error: Exception | None = None
     for options in attempts:
         try:
             with quiet_output():
                 quant_pre_process(
-                    str(model_path), str(out), save_as_external_data=large,
+                    str(source), str(out), save_as_external_data=large,
                     all_tensors_to_one_file=True, **options,
                 )
             return out
         except Exception as error:  # shape inference raises many types; try a gentler pass
             last_error = error
     raise Unsupported(f"{model_path.name}: shape inference for quantization failed: {_first_line(last_error)}")
+
+
+def _constants_as_initializers(model_path: Path, workdir: Path) -> Path | None:
+    """A copy of the model whose Constant nodes holding a tensor are initializers, or None if it has none.
+
+    Exporters such as paddle2onnx and older torch.onnx store every weight as a Constant node;
+    onnxruntime's quantizers only quantize initializers, so such a model came out bigger
+    (weights kept float, quantize nodes added). Constants inside If/Loop/Scan branches become
+    initializers of their branch, where the quantizers look for them too.
+    """
+    import onnx
+
+    if _is_large(model_path):
+        return None
+    model = onnx.load(str(model_path))
+    if not _convert_constants(model.graph):
+        return None
+    out = workdir / "constants_as_initializers.onnx"
+    onnx.save_model(model, str(out))
+    return out
+
+
+def _convert_constants(graph) -> int:
+    count, kept = 0, []
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.g is not None and attribute.g.node:
+                count += _convert_constants(attribute.g)
+            for subgraph in attribute.graphs:
+                count += _convert_constants(subgraph)
+        value = node.attribute[0] if len(node.attribute) == 1 else None
+        if (node.op_type == "Constant" and node.domain in ("", "ai.onnx") and value is not None
+                and value.name == "value" and len(node.output) == 1):
+            tensor = graph.initializer.add()
+            tensor.CopyFrom(value.t)
+            tensor.name = node.output[0]
+            count += 1
+        else:
+            kept.append(node)
+    if count:
+        del graph.node[:]
+        graph.node.extend(kept)
+    return count
 
 
 def save(model, out_path: Path) -> None:
@@ -103,13 +153,31 @@ def dynamic_int8(model_path: Path, out_path: Path, *, workdir: Path, per_channel
 
     pre = pre_process(model_path, workdir)
     tmp = workdir / "quantized.onnx"
-    with quiet_output():
-        quantize_dynamic(
-            str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=per_channel,
-            nodes_to_exclude=_with_gemm_names(exclude_nodes), use_external_data_format=_is_large(pre),
-        )
+    # Weights inside If/Loop branches too (silero-vad's LSTMs); onnxruntime's branch pass fails
+    # on a branch that uses the outer graph's initializers, so that retries with the main graph only.
+    subgraphs = True
+    for subgraphs in (True, False):
+        try:
+            with quiet_output():
+                quantize_dynamic(
+                    str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=per_channel,
+                    nodes_to_exclude=_with_gemm_names(exclude_nodes), use_external_data_format=_is_large(pre),
+                    extra_options={"EnableSubgraph": subgraphs},
+                )
+            break
+        except Exception:  # onnxruntime raises bare Exceptions and asserts from its branch pass
+            if not subgraphs or not _has_subgraphs(pre):
+                raise
     _finish(tmp, out_path)
-    return {"weight_type": "int8", "activations": "uint8, dynamic", "per_channel": per_channel}
+    return {"weight_type": "int8", "activations": "uint8, dynamic", "per_channel": per_channel,
+            "subgraphs_quantized": subgraphs}
+
+
+def _has_subgraphs(path: Path) -> bool:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(a.g.node or a.graphs for node in model.graph.node for a in node.attribute)
 
 
 def _with_gemm_names(exclude_nodes) -> list[str]:
@@ -125,7 +193,8 @@ class DatasetReader:
     """
 
     def __init__(self, dataset, input_specs, batch_size: int = 16):
-        batch = fixed_batch(input_specs) or batch_size
+        dataset = dataset.for_model(input_specs)
+        batch = fixed_batch(input_specs, dataset.inputs) or batch_size
         names = {spec.name for spec in input_specs}
         self.feeds = [
             {name: np.ascontiguousarray(array) for name, array in feed.items() if name in names}
@@ -151,7 +220,7 @@ def static_int8(model_path: Path, out_path: Path, *, workdir: Path, calibration,
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
-    pre = pre_process(model_path, workdir)
+    pre = _at_least_opset(pre_process(model_path, workdir), 13, workdir)
     tmp = workdir / "quantized.onnx"
     reader = DatasetReader(calibration, input_specs)
     with quiet_output():
@@ -160,9 +229,71 @@ def static_int8(model_path: Path, out_path: Path, *, workdir: Path, calibration,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=methods[method],
             nodes_to_exclude=list(exclude_nodes or []), use_external_data_format=_is_large(pre),
         )
+    _check_static_did_something(pre, tmp, model_path)
     _finish(tmp, out_path)
     return {"format": "QDQ", "weight_type": "int8", "activation_type": "uint8", "per_channel": per_channel,
             "calibration_method": method, "calibration_batches": len(reader.feeds)}
+
+
+def _at_least_opset(path: Path, version: int, workdir: Path) -> Path:
+    """The model converted to opset `version` when older (per-channel QDQ and its int32 bias
+    DequantizeLinear need opset 13; paddle2onnx writes 11 or 12). Unchanged if conversion fails."""
+    import onnx
+
+    if _is_large(path):
+        return path
+    model = onnx.load(str(path))
+    if _opset(model) >= version:
+        return path
+    try:
+        converted = onnx.version_converter.convert_version(model, version)
+    except Exception:  # the converter lacks adapters for some ops; onnxruntime then decides
+        return path
+    out = workdir / f"opset{version}.onnx"
+    onnx.save_model(converted, str(out))
+    return out
+
+
+def _check_static_did_something(pre: Path, quantized: Path, model_path: Path) -> None:
+    """Unsupported when static-int8 left every weight float because they sit in If/Loop/Scan branches.
+
+    onnxruntime's QDQ quantizer and its calibrator only see the main graph; a model whose
+    layers all live in branches (silero_vad.onnx: one If on the sample rate) came out unchanged.
+    """
+    import onnx
+
+    model = onnx.load(str(quantized), load_external_data=False)
+    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node):
+        return
+    float_model = onnx.load(str(pre), load_external_data=False)
+    holders = [node for node in float_model.graph.node
+               if any(a.g.node or a.graphs for a in node.attribute)
+               and any(n.op_type in _WEIGHT_OPS for n in _all_nodes(_branches(node)))]
+    if holders:
+        node = holders[0]
+        inner = sorted({n.op_type for n in _all_nodes(_branches(node)) if n.op_type in _WEIGHT_OPS})
+        raise Unsupported(
+            f"static-int8 cannot quantize {model_path.name}: its {', '.join(inner)} layers sit inside the branches "
+            f"of {node.op_type} node {node.name or node.output[0]!r}, which onnxruntime's static quantizer and "
+            "calibrator do not enter; use dynamic-int8 (it quantizes weights that a branch holds itself), or a "
+            "variant of the model without If branches"
+        )
+
+
+_WEIGHT_OPS = ("Conv", "MatMul", "Gemm", "LSTM", "GRU", "RNN", "ConvTranspose")
+
+
+def _branches(node):
+    """A graph-like holder of all the subgraphs of `node`, for `_all_nodes`."""
+    import onnx
+
+    holder = onnx.GraphProto()
+    for attribute in node.attribute:
+        if attribute.g is not None and attribute.g.node:
+            holder.node.extend(attribute.g.node)
+        for subgraph in attribute.graphs:
+            holder.node.extend(subgraph.node)
+    return holder
 
 
 def fp16(model_path: Path, out_path: Path, *, workdir: Path, exclude_nodes=None, **_) -> dict:
