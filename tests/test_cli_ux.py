@@ -101,3 +101,19 @@ def test_tflite_delegate_log_is_not_printed(digits_cnn_tflite):
     assert "XNNPACK" not in quiet.stderr
     chatty = edgeward_process("-v", *args, timeout=120)
     assert "XNNPACK" in chatty.stderr
+
+
+def test_validate_on_a_device_from_a_profiles_folder(run_cli, tmp_path, digits_cnn_onnx, monkeypatch):
+    monkeypatch.setenv("EDGEWARD_PROFILES", "")  # restored after the test, whatever the command sets
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "bench-host.yaml").write_text("extends: localhost\ndescription: this host under another name\n")
+    unknown = run_cli("validate", digits_cnn_onnx, "--reference", digits_cnn_onnx, "--data", "builtin:digits:test",
+                      "--device", "bench-host")
+    assert unknown.exit_code == 2 and "bench-host" in unknown.stderr
+    result = run_cli("--json", "validate", digits_cnn_onnx, "--reference", digits_cnn_onnx,
+                     "--data", "builtin:digits:test", "--device", "bench-host", "--profiles", profiles)
+    assert result.exit_code == 0, result.stderr
+    report = result.json()
+    assert report["device"] == "bench-host"
+    assert report["outputs"][0]["agreement"] == 1.0

@@ -46,16 +46,22 @@ or an .npz with one array per model input (named after it) and optional `labels`
 @click.option("--per-layer", is_flag=True, help="Per-node error against the float parent (ONNX or TFLite).")
 @click.option("--top", type=int, default=10, show_default=True, help="How many worst nodes to list.")
 @click.option("--device", metavar="NAME", help="Run the candidate on this device (see edgeward devices list).")
+@click.option("--profiles", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Extra folder of device profiles (searched before the builtin ones).")
 @click.option("--batch-size", type=int, default=256, show_default=True,
               help="Examples per run (dynamic quantization's scales depend on it; 1 = one request at a time).")
 @click.option("--no-record", is_flag=True, help="Do not write the result into the candidate's manifest.")
 def command(candidate, reference, data, out_dir, max_drop, min_agreement, min_sqnr, no_gates, shapes, per_layer,
-            top, device, batch_size, no_record):
+            top, device, profiles, batch_size, no_record):
     """Compare CANDIDATE with its reference on DATA: accuracy, agreement, error and gates."""
+    import os
+
     from toolkit.console import emit
     from toolkit.errors import GateFailed
     from toolkit.validate import validate
 
+    if profiles:  # the device lookup reads $EDGEWARD_PROFILES first (toolkit.devices.profiles)
+        os.environ["EDGEWARD_PROFILES"] = os.pathsep.join(filter(None, [profiles, os.environ.get("EDGEWARD_PROFILES")]))
     report = validate(
         candidate, reference, data,
         max_drop=None if "drop" in no_gates else max_drop,
