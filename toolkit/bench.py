@@ -32,8 +32,12 @@ def device_record(profile) -> dict:
 
 def bench(model, *, device: str = "localhost", runs: int = 50, warmup: int = 5, threads: int | None = None,
           estimate: bool = False, profiles_dir=None, benchmark_binary: str | None = None,
-          timeout: float = 600) -> dict:
+          timeout: float = 600, data=None) -> dict:
     """Measure (or with `estimate=True`, estimate) a model's latency on a device.
+
+    `data` (an .npz or builtin:digits) gives the inputs: its first example (or the model's
+    fixed batch) is timed; 0-d inputs (a sample rate) go whole. Without it, seeded random
+    inputs shaped like the model's.
 
     A measurement cut short (the connection lost mid-run) raises DeviceError whose
     `.partial` holds the timings that arrived, marked `complete: False`.
@@ -62,8 +66,14 @@ def bench(model, *, device: str = "localhost", runs: int = 50, warmup: int = 5, 
         record["model"].update(precision=figures["model"]["precision"])
         record["latency_ms"] = {"p50": latency.get("latency_ms"), "mean": latency.get("latency_ms")}
         return record
+    inputs = None
+    if data is not None:
+        from toolkit.data import load_data
+
+        inputs = load_data(data).inputs
+        record["data"] = str(data)
     measured = bench_on_device(path, device, runs=runs, warmup=warmup, threads=threads, profiles_dir=profiles_dir,
-                               benchmark_binary=benchmark_binary, timeout=timeout)
+                               benchmark_binary=benchmark_binary, timeout=timeout, inputs=inputs)
     measured.pop("device", None)
     record.update(measured)
     record.update(mode="measured", estimate=False)

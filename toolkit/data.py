@@ -106,6 +106,40 @@ def slice_examples(inputs: dict[str, np.ndarray], axes: dict[str, int | None], s
     return result
 
 
+def output_axis(output, count: int, spec=None, inputs=()) -> int | None:
+    """The axis of a model output that counts a batch of `count` examples (None for a 0-d output).
+
+    An axis whose symbolic name is the one an input's example axis carries (silero-vad's
+    `stateN` [.., "batch", ..]); else the only axis `count` long; where several are (a batch
+    of 2 and a state [2, 2, 128]), the example axis of an input whose fixed dims the output
+    repeats (`state` [2, ?, 128] -> 1); else axis 0. `inputs`: (TensorSpec, example axis) pairs.
+    """
+    shape = np.shape(output)
+    if not shape:
+        return None
+    dims = list(getattr(spec, "shape", None) or [])
+    names = {s.shape[axis] for s, axis in inputs
+             if axis is not None and s is not None and len(s.shape) > axis and isinstance(s.shape[axis], str)}
+    if len(dims) == len(shape):
+        named = [axis for axis, dim in enumerate(dims) if isinstance(dim, str) and dim in names and shape[axis] == count]
+        if named:
+            return named[0]
+    candidates = [axis for axis, length in enumerate(shape) if length == count]
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else 0
+    best, best_fixed = None, 0
+    for s, axis in inputs:
+        in_dims = list(getattr(s, "shape", None) or [])
+        if axis not in candidates or len(in_dims) != len(shape):
+            continue
+        fixed = [i for i, dim in enumerate(in_dims) if i != axis and _fixed(dim)]
+        if fixed and len(fixed) > best_fixed and all(in_dims[i] == shape[i] for i in fixed):
+            best, best_fixed = axis, len(fixed)
+    if best is not None:
+        return best
+    return 0 if 0 in candidates else candidates[0]
+
+
 def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """scikit-learn's bundled digits as float32 [N,1,8,8] in [0,1], with the fixed split.
 

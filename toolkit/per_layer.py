@@ -210,12 +210,31 @@ def _onnx_sqnr(candidate: Path, parent: Path, data, batch_size: int):
     signal: dict[str, float] = dict.fromkeys(mapping, 0.0)
     noise: dict[str, float] = dict.fromkeys(mapping, 0.0)
     skipped: set[str] = set()
-    count = len(next(iter(float_feeds.values())))
-    for start in range(0, count, batch_size):
-        f_out = _run_exposed(float_session, {k: v[start : start + batch_size] for k, v in float_feeds.items()})
-        c_out = _run_exposed(cand_session, {k: v[start : start + batch_size] for k, v in cand_feeds.items()})
-        for name, value in float_feeds.items():
-            f_out.setdefault(name, value[start : start + batch_size])
+    from toolkit.data import batch_axes, example_total, slice_examples
+    from toolkit.quantize.common import fixed_batch
+
+    # Each input cut along its own example axis (silero-vad's state [2, batch, 128]: axis 1);
+    # 0-d inputs (a sample rate) go whole with every batch.
+    float_specs, cand_specs = _specs(float_session), _specs(cand_session)
+    float_axes, cand_axes = batch_axes(float_feeds, float_specs), batch_axes(cand_feeds, cand_specs)
+    fixed = fixed_batch(float_specs, float_feeds) or fixed_batch(cand_specs, cand_feeds)
+    size = fixed or batch_size
+    count = example_total(float_feeds, float_axes)
+    if fixed and count % size:  # a fixed batch: whole batches only (one padded batch if that is all there is)
+        from toolkit.runtime import _pad
+
+        if count > size:
+            count -= count % size
+        else:
+            short = size - count
+            float_feeds = {k: _pad(v, float_axes[k], short) for k, v in float_feeds.items()}
+            cand_feeds = {k: _pad(v, cand_axes[k], short) for k, v in cand_feeds.items()}
+    for start in range(0, count, size):
+        f_batch = slice_examples(float_feeds, float_axes, start, start + size)
+        f_out = _run_exposed(float_session, f_batch)
+        c_out = _run_exposed(cand_session, slice_examples(cand_feeds, cand_axes, start, start + size))
+        for name, value in f_batch.items():
+            f_out.setdefault(name, value)
         for tensor, cand_name in mapping.items():
             ref, cand = f_out.get(tensor), c_out.get(cand_name)
             if ref is None or cand is None or ref.shape != cand.shape or ref.dtype.kind != "f" or cand.dtype.kind != "f":
@@ -278,12 +297,17 @@ def _as_dataset(data):
     return data if isinstance(data, Dataset) else load_data(data)
 
 
-def _feeds_for(dataset, session) -> dict[str, np.ndarray]:
+def _specs(session) -> list:
     from toolkit.runtime import _onnx_spec
+
+    return [_onnx_spec(arg) for arg in session.get_inputs()]
+
+
+def _feeds_for(dataset, session) -> dict[str, np.ndarray]:
     from toolkit.validate_run import prepare_feeds
 
     class _Specs:
-        inputs = [_onnx_spec(arg) for arg in session.get_inputs()]
+        inputs = _specs(session)
 
     return prepare_feeds(dataset, _Specs, "per-layer")
 
@@ -319,11 +343,20 @@ def _tflite_sqnr(candidate: Path, parent: Path, data):
         if len(values) != len(runner_inputs):
             raise BadInput(f"per-layer: data has inputs {sorted(by_name)}, the model needs {runner_inputs}")
         by_name = {name: array for name, (_, array) in zip(runner_inputs, values, strict=True)}
-    details = {d["name"]: d for d in interpreter.get_signature_runner(key).get_input_details().values()}
-    batch = max(1, min(int(d["shape"][0]) for d in details.values())) if details else 1
-    count = min(len(dataset), TFLITE_SAMPLES * batch)
+    details = dict(interpreter.get_signature_runner(key).get_input_details())  # signature name -> detail
+    from toolkit.data import batch_axes, example_total, slice_examples
+    from toolkit.quantize.common import fixed_batch
+    from toolkit.runtime import TensorSpec
+
+    specs = [TensorSpec(name, [int(d) if d >= 0 else None for d in detail.get("shape_signature", detail["shape"])], "")
+             for name, detail in details.items()]
+    feeds = {name: np.asarray(by_name[name]) for name in runner_inputs}
+    axes = batch_axes(feeds, specs)  # per-input example axis; 0-d inputs go whole
+    batch = max(1, fixed_batch(specs, feeds) or 1)
+    count = min(example_total(feeds, axes), TFLITE_SAMPLES * batch)
     samples = [
-        {name: np.asarray(by_name[name][i : i + batch]).astype(_tflite_dtype(interpreter, key, name)) for name in runner_inputs}
+        {name: array.astype(_tflite_dtype(interpreter, key, name))
+         for name, array in slice_examples(feeds, axes, i, i + batch).items()}
         for i in range(0, count - batch + 1, batch)
     ]
     metric = validation_utils.ValidationErrorMetric.SNR

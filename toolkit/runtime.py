@@ -221,14 +221,48 @@ def open_any(spec: str | Path, threads: int | None = None, **source_options):
 def run_batched(runner, inputs: dict[str, np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
     """Run a dataset through a runner in batches and concatenate the outputs.
 
-    A model whose batch axis is fixed (e.g. 1) is run one example at a time.
+    Each input is cut along its example axis, read from the runner's input specs
+    (`toolkit.data.batch_axis`: axis 0 unless the model fixes it, as silero-vad's state
+    [2, batch, 128] does); 0-d inputs (e.g. a sample rate) go whole with every batch.
+    Outputs are joined along their own example axis (`toolkit.data.output_axis`).
+    A model with a fixed batch size gets batches of exactly that size: the last one is
+    padded by repeating its final example, and the padding's outputs are dropped.
     """
-    fixed = [spec.shape[0] for spec in runner.inputs if spec.shape and isinstance(spec.shape[0], int)]
-    if fixed:
-        batch_size = max(1, min(fixed))
-    count = len(next(iter(inputs.values())))
+    from toolkit.data import batch_axes, example_total, output_axis, slice_examples
+    from toolkit.quantize.common import fixed_batch
+
+    specs = list(getattr(runner, "inputs", None) or [])
+    axes = batch_axes(inputs, specs)
+    fixed = fixed_batch(specs, inputs)
+    size = fixed or max(1, batch_size)
+    count = example_total(inputs, axes)
+    by_name = {spec.name: spec for spec in specs}
+    pairs = [(by_name.get(name), axis) for name, axis in axes.items()]
+    out_specs = list(getattr(runner, "outputs", None) or [])
     chunks: list[list[np.ndarray]] = []
-    for start in range(0, count, batch_size):
-        feeds = {name: array[start : start + batch_size] for name, array in inputs.items()}
-        chunks.append(runner.run(feeds))
-    return [np.concatenate([chunk[i] for chunk in chunks]) for i in range(len(chunks[0]))]
+    out_axes: list[int | None] = []
+    for start in range(0, max(count, 1), size):
+        batch = slice_examples(inputs, axes, start, start + size)
+        got = example_total(batch, axes)
+        short = size - got if fixed else 0
+        if short > 0:
+            batch = {name: _pad(array, axes[name], short) for name, array in batch.items()}
+        outputs = [np.asarray(output) for output in runner.run(batch)]
+        if not out_axes:
+            out_axes = [output_axis(output, got + short, out_specs[i] if i < len(out_specs) else None, pairs)
+                        for i, output in enumerate(outputs)]
+        if short > 0:
+            outputs = [output if axis is None else np.take(output, np.arange(got), axis=axis)
+                       for output, axis in zip(outputs, out_axes, strict=True)]
+        chunks.append(outputs)
+    if len(chunks) == 1:
+        return chunks[0]
+    return [chunks[0][i] if axis is None else np.concatenate([chunk[i] for chunk in chunks], axis=axis)
+            for i, axis in enumerate(out_axes)]
+
+
+def _pad(array: np.ndarray, axis: int | None, short: int) -> np.ndarray:
+    if axis is None:
+        return array
+    last = np.take(array, [-1], axis=axis)
+    return np.concatenate([array, np.repeat(last, short, axis=axis)], axis=axis)

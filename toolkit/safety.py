@@ -468,7 +468,10 @@ def load_yaml(source: Path | str, what: str | None = None):
         if len(text) > YAML_MAX_BYTES:
             raise BadInput(f"{what}: larger than {YAML_MAX_BYTES // 2**20} MB")
     try:
-        if "*" in text and _expanded_size(text) > YAML_MAX_NODES:
+        expanded = _expanded_size(text) if "*" in text else 0
+        if expanded == RECURSIVE:
+            raise BadInput(f"{what}: a YAML alias refers to a collection that contains it (refused)")
+        if expanded > YAML_MAX_NODES:
             raise BadInput(f"{what}: expands to more than {YAML_MAX_NODES} YAML nodes through its aliases "
                            f"(refused as a possible alias bomb)")
         return yaml.safe_load(text)
@@ -481,6 +484,9 @@ def load_yaml(source: Path | str, what: str | None = None):
         raise BadInput(f"{what}: YAML nested too deeply") from None
 
 
+RECURSIVE = -1
+
+
 def _expanded_size(text: str) -> int:
     """How many nodes the document has once every alias is expanded (from parser events)."""
     import yaml
@@ -489,6 +495,8 @@ def _expanded_size(text: str) -> int:
     stack: list[list] = [[None, 0]]  # [anchor, nodes so far] per open collection
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for anchor, _ in stack):
+                return RECURSIVE  # the alias points into a collection still open: a cycle
             stack[-1][1] += sizes.get(event.anchor, 1)
         elif isinstance(event, yaml.ScalarEvent):
             stack[-1][1] += 1

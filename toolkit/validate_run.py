@@ -99,27 +99,9 @@ def run_side(runner, feeds: dict[str, np.ndarray], whole: bool = False, batch_si
     """
     if whole:
         return [np.asarray(output) for output in runner.run(feeds)]
-    from toolkit.data import batch_axes, example_total, slice_examples
-    from toolkit.quantize.common import fixed_batch
+    from toolkit.runtime import run_batched
 
-    axes = batch_axes(feeds, runner.inputs)  # 0-d inputs (None) go whole with every batch
-    fixed = fixed_batch(runner.inputs, feeds)
-    size = fixed or batch_size
-    count = feed_count(feeds, runner.inputs)
-    chunks: list[list[np.ndarray]] = []
-    for start in range(0, count, size):
-        batch = slice_examples(feeds, axes, start, start + size)
-        short = size - example_total(batch, axes)
-        if fixed and short > 0:
-            batch = {name: _pad(array, axes[name], short) for name, array in batch.items()}
-        outputs = [np.asarray(output) for output in runner.run(batch)]
-        if fixed and short > 0:
-            outputs = [_trim(output, size, size - short) for output in outputs]
-        chunks.append(outputs)
-    if len(chunks) == 1:
-        return chunks[0]
-    return [np.concatenate([chunk[i] for chunk in chunks], axis=_output_axis(chunks[0][i], size))
-            for i in range(len(chunks[0]))]
+    return run_batched(runner, feeds, batch_size=batch_size)
 
 
 def feed_count(feeds: dict[str, np.ndarray], specs) -> int:
@@ -127,27 +109,6 @@ def feed_count(feeds: dict[str, np.ndarray], specs) -> int:
     from toolkit.data import batch_axes, example_total
 
     return example_total(feeds, batch_axes(feeds, specs))
-
-
-def _pad(array: np.ndarray, axis: int | None, short: int) -> np.ndarray:
-    if axis is None:
-        return array
-    last = np.take(array, [-1], axis=axis)
-    return np.concatenate([array, np.repeat(last, short, axis=axis)], axis=axis)
-
-
-def _output_axis(output: np.ndarray, size: int) -> int:
-    """The axis of an output that counts a batch of `size` examples: 0, else the first of that length
-    (a recurrent state output such as [2, batch, 128])."""
-    if output.ndim == 0 or output.shape[0] == size:
-        return 0
-    return next((axis for axis, length in enumerate(output.shape) if length == size), 0)
-
-
-def _trim(output: np.ndarray, size: int, keep: int) -> np.ndarray:
-    if output.ndim == 0:
-        return output
-    return np.take(output, np.arange(keep), axis=_output_axis(output, size))
 
 
 def run_candidate(side: Side, feeds: dict[str, np.ndarray], device: str | None, whole: bool = False,

@@ -10,6 +10,7 @@ Examples:
   edgeward bench exported/digits-onnx
   edgeward bench model.tflite --device ssh-testbed --runs 200 --warmup 20
   edgeward bench model.onnx --device raspberry-pi-5 --estimate
+  edgeward bench silero_vad.onnx --device localhost --data vad.npz
   edgeward --json bench model.tflite --device localhost -o bench.json
 
 \b
@@ -28,8 +29,10 @@ Exit 4 on device faults; a run cut short writes -o marked "complete": false.""")
 @click.option("--estimate", is_flag=True, help="Estimate fit and latency from the profile instead of measuring.")
 @click.option("--profiles", "profiles_dir", type=click.Path(file_okay=False), help="A folder of extra device profiles.")
 @click.option("--benchmark-binary", default=None, help="adb devices: benchmark_model on the device or a local file.")
+@click.option("--data", metavar="DATA", default=None,
+              help="Inputs to time (.npz, one array per model input; its first example is run). Default: random.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the result JSON here.")
-def command(model, device, runs, warmup, threads, estimate, profiles_dir, benchmark_binary, output) -> None:
+def command(model, device, runs, warmup, threads, estimate, profiles_dir, benchmark_binary, data, output) -> None:
     """Measure or estimate latency and memory of MODEL on a device."""
     from toolkit.artifacts import atomic_write_json
     from toolkit.bench import bench, check_fit, human_summary
@@ -38,7 +41,7 @@ def command(model, device, runs, warmup, threads, estimate, profiles_dir, benchm
 
     try:
         record = bench(model, device=device, runs=runs, warmup=warmup, threads=threads, estimate=estimate,
-                       profiles_dir=profiles_dir, benchmark_binary=benchmark_binary)
+                       profiles_dir=profiles_dir, benchmark_binary=benchmark_binary, data=data)
     except DeviceError as error:
         partial = getattr(error, "partial", None)
         if partial is not None and output:

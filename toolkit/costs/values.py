@@ -26,7 +26,7 @@ def read_value(raw, *, percent: bool = False, money: bool = False) -> tuple[Deci
     if isinstance(raw, dict):
         unknown = set(raw) - {"value", "currency", "source", "estimate", "note", "as_of"}
         if unknown:
-            raise ValueProblem(f"has unknown keys {sorted(unknown)} (value, currency, source)")
+            raise ValueProblem(f"has unknown keys {sorted(map(str, unknown))} (value, currency, source)")
         if "value" not in raw and "estimate" not in raw:
             raise ValueProblem("is a mapping without 'value'")
         source = raw.get("source") or ("estimate" if "estimate" in raw and "value" not in raw else None)

@@ -145,6 +145,10 @@ def bench_on_device(model_path, device: str, *, runs: int = 50, warmup: int = 5,
     if profile.transport["type"] == "adb":
         from toolkit.devices.adb import bench_adb
 
+        if inputs is not None:
+            raise Unsupported(f"{device}: the adb transport times with LiteRT's benchmark_model on its own "
+                              f"random inputs; it cannot take --data")
+
         return bench_adb(profile, model, runs=runs, warmup=warmup, threads=threads, timeout=timeout,
                          benchmark_binary=benchmark_binary)
     tail = ["bench", "--runs", str(runs), "--warmup", str(warmup)]
@@ -169,8 +173,10 @@ def bench_on_device(model_path, device: str, *, runs: int = 50, warmup: int = 5,
 
 def run_on_device(model_path, inputs: dict, device: str, *, runs: int = 1, warmup: int = 0,
                   threads: int | None = None, profiles_dir=None, timeout: float = DEFAULT_TIMEOUT_S) -> list:
-    """Run `inputs` (arrays named after the model's inputs, batch first) through the model on
-    the device and bring the outputs back, in order. `runs`/`warmup` are accepted for
+    """Run `inputs` (arrays named after the model's inputs, each with its examples on the axis
+    the model's signature gives: axis 0, axis 1 for a state [2, batch, 128]; 0-d inputs are
+    passed whole with every batch) through the model on the device and bring the outputs
+    back, in order, joined along their example axis. `runs`/`warmup` are accepted for
     symmetry with bench; predictions are computed once."""
     import numpy as np
 

@@ -312,7 +312,7 @@ def _resolve_auto(data: dict) -> None:
             continue
         facts = facts or _host_facts()
         key = node.get("auto")
-        if key not in facts:
+        if not isinstance(key, str) or key not in facts:
             node["value"] = None
             continue
         node["value"] = facts[key]

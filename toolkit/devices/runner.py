@@ -127,7 +127,7 @@ class OnnxModel:
         self.delegate = self.session.get_providers()[0]
         self.threads = threads or options.intra_op_num_threads or os.cpu_count()
         self.inputs = [(i.name, list(i.shape), _onnx_dtype(i.type)) for i in self.session.get_inputs()]
-        self.fixed_batch = _fixed_batch(self.inputs)
+        self.output_shapes = [list(o.shape) for o in self.session.get_outputs()]
 
     def run(self, feeds: dict) -> list:
         return self.session.run(None, feeds)
@@ -147,9 +147,82 @@ def _onnx_dtype(type_name: str) -> str:
     }.get(type_name, "float32")
 
 
-def _fixed_batch(inputs) -> int | None:
-    batches = [shape[0] for _, shape, _ in inputs if shape and isinstance(shape[0], int) and shape[0] > 0]
-    return min(batches) if batches else None
+# Examples and batches. A copy of toolkit.data.batch_axis / output_axis and
+# toolkit.quantize.common.fixed_batch (this file cannot import toolkit): keep them in step.
+
+
+def _fixed(dim) -> bool:
+    return isinstance(dim, int) and dim > 0
+
+
+def batch_axis(array, shape) -> int | None:
+    """The axis that counts examples: None for a 0-d input (passed whole with every batch);
+    axis 0 unless the model fixes it to the data's size there and leaves a later axis
+    symbolic (silero-vad's state [2, batch, 128] -> 1)."""
+    if array.ndim == 0:
+        return None
+    shape = list(shape or [])
+    if len(shape) != array.ndim or not _fixed(shape[0]) or array.shape[0] != shape[0]:
+        return 0
+    return next((axis for axis, dim in enumerate(shape[1:], 1) if not _fixed(dim)), 0)
+
+
+def batch_axes(feeds: dict, model) -> dict:
+    shapes = {name: shape for name, shape, _ in model.inputs}
+    return {name: batch_axis(array, shapes.get(name)) for name, array in feeds.items()}
+
+
+def example_total(feeds: dict, axes: dict) -> int:
+    lengths = [array.shape[axes[name]] for name, array in feeds.items() if axes.get(name) is not None]
+    return min(lengths) if lengths else 1
+
+
+def slice_examples(feeds: dict, axes: dict, start: int, stop: int) -> dict:
+    result = {}
+    for name, array in feeds.items():
+        axis = axes.get(name)
+        if axis is None:
+            result[name] = array
+        else:
+            index = [slice(None)] * array.ndim
+            index[axis] = slice(start, stop)
+            result[name] = array[tuple(index)]
+    return result
+
+
+def fixed_batch(feeds: dict, axes: dict, model) -> int | None:
+    fixed = []
+    for name, shape, _ in model.inputs:
+        axis = axes.get(name, 0) if name in feeds else 0
+        if shape and axis is not None and axis < len(shape) and _fixed(shape[axis]):
+            fixed.append(shape[axis])
+    return min(fixed) if fixed else None
+
+
+def output_axis(output, count: int, shape, model, axes: dict) -> int | None:
+    """The axis of an output that counts `count` examples (see toolkit.data.output_axis)."""
+    if output.ndim == 0:
+        return None
+    dims = list(shape or [])
+    inputs = [(in_shape, axes.get(name, 0)) for name, in_shape, _ in model.inputs]
+    names = {s[a] for s, a in inputs if a is not None and len(s) > a and isinstance(s[a], str)}
+    if len(dims) == output.ndim:
+        named = [a for a, dim in enumerate(dims) if isinstance(dim, str) and dim in names and output.shape[a] == count]
+        if named:
+            return named[0]
+    candidates = [a for a, length in enumerate(output.shape) if length == count]
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else 0
+    best, best_fixed = None, 0
+    for in_shape, axis in inputs:
+        if axis not in candidates or len(in_shape) != output.ndim:
+            continue
+        fixed = [i for i, dim in enumerate(in_shape) if i != axis and _fixed(dim)]
+        if fixed and len(fixed) > best_fixed and all(in_shape[i] == output.shape[i] for i in fixed):
+            best, best_fixed = axis, len(fixed)
+    if best is not None:
+        return best
+    return 0 if 0 in candidates else candidates[0]
 
 
 class TfliteModel:
@@ -166,7 +239,8 @@ class TfliteModel:
         self.outputs = self.interpreter.get_output_details()
         self.inputs = [(_tflite_name(d), [int(x) for x in d["shape"]], numpy.dtype(d["dtype"]).name)
                        for d in self.details]
-        self.fixed_batch = _fixed_batch(self.inputs)
+        self.output_shapes = [[int(x) if x >= 0 else None for x in d.get("shape_signature", d["shape"])]
+                              for d in self.outputs]
         self.shapes = {d["index"]: tuple(d["shape"]) for d in self.details}
 
     def prepare(self, feeds: dict):
@@ -297,17 +371,27 @@ def load_inputs(path: str | None, model, numpy) -> dict:
     for name, shape, dtype in model.inputs:
         dims = [d if isinstance(d, int) and d > 0 else 1 for d in shape]
         if numpy.dtype(dtype).kind == "f":
-            feeds[name] = rng.standard_normal(dims).astype(dtype)
+            feeds[name] = numpy.asarray(rng.standard_normal(dims)).astype(dtype)
         elif dtype == "bool":
-            feeds[name] = rng.integers(0, 2, dims).astype(bool)
+            feeds[name] = numpy.asarray(rng.integers(0, 2, dims)).astype(bool)
         else:
-            feeds[name] = rng.integers(0, 10, dims).astype(dtype)
+            feeds[name] = numpy.asarray(rng.integers(0, 10, dims)).astype(dtype)
     return feeds
 
 
-def first_batch(feeds: dict, model) -> dict:
-    size = model.fixed_batch or 1
-    return {name: array[:size] for name, array in feeds.items()}
+def first_batch(feeds: dict, model) -> tuple:
+    """The first batch (the model's fixed batch size, else 1 example) and its example count."""
+    axes = batch_axes(feeds, model)
+    size = fixed_batch(feeds, axes, model) or 1
+    batch = slice_examples(feeds, axes, 0, size)
+    return batch, example_total(batch, axes)
+
+
+def _pad(numpy, array, axis, short: int):
+    if axis is None:
+        return array
+    last = numpy.take(array, [-1], axis=axis)
+    return numpy.concatenate([array, numpy.repeat(last, short, axis=axis)], axis=axis)
 
 
 # ------------------------------------------------------------------ commands
@@ -354,8 +438,7 @@ def summarize(times_ms: list) -> dict:
 
 def command_bench(args) -> None:
     model, numpy = open_model(args.model, args.threads)
-    feeds = first_batch(load_inputs(args.inputs, model, numpy), model)
-    batch = len(next(iter(feeds.values()))) if feeds else 1
+    feeds, batch = first_batch(load_inputs(args.inputs, model, numpy), model)
     say("loaded", runtime=model.runtime, delegate=model.delegate, threads=model.threads,
         load_ms=round(model.load_ms, 3), batch=batch)
     prepared = model.prepare(feeds)
@@ -395,17 +478,32 @@ def command_predict(args) -> None:
     """Run every example through the model (in the model's fixed batch if it has one)."""
     model, numpy = open_model(args.model, args.threads)
     feeds = load_inputs(args.inputs, model, numpy)
-    count = len(next(iter(feeds.values())))
-    batch = model.fixed_batch or 256
+    axes = batch_axes(feeds, model)  # 0-d inputs (None) go whole with every batch
+    count = example_total(feeds, axes)
+    fixed = fixed_batch(feeds, axes, model)
+    batch = fixed or 256
     say("loaded", runtime=model.runtime, delegate=model.delegate, threads=model.threads,
         load_ms=round(model.load_ms, 3), batch=batch)
-    chunks, times = [], []
+    chunks, times, out_axes = [], [], []
     for begin in range(0, count, batch):
-        part = {name: array[begin:begin + batch] for name, array in feeds.items()}
+        part = slice_examples(feeds, axes, begin, begin + batch)
+        got = example_total(part, axes)
+        short = batch - got if fixed else 0
+        if short > 0:  # a fixed batch: pad with the last example, drop its outputs
+            part = {name: _pad(numpy, array, axes[name], short) for name, array in part.items()}
         start = time.perf_counter()
-        chunks.append(model.run(part))
+        result = [numpy.asarray(value) for value in model.run(part)]
         times.append((time.perf_counter() - start) * 1000)
-    outputs = {f"output_{i}": numpy.concatenate([chunk[i] for chunk in chunks]) for i in range(len(chunks[0]))}
+        if not out_axes:
+            out_axes = [output_axis(value, got + short, (model.output_shapes + [None] * len(result))[i], model, axes)
+                        for i, value in enumerate(result)]
+        if short > 0:
+            result = [value if axis is None else numpy.take(value, numpy.arange(got), axis=axis)
+                      for value, axis in zip(result, out_axes)]
+        chunks.append(result)
+    outputs = {f"output_{i}": chunks[0][i] if axis is None or len(chunks) == 1
+               else numpy.concatenate([chunk[i] for chunk in chunks], axis=axis)
+               for i, axis in enumerate(out_axes)}
     temporary = args.outputs + ".tmp.npz"
     numpy.savez(temporary, **outputs)
     os.replace(temporary, args.outputs)

@@ -162,6 +162,7 @@ def auto_quantize(
     runner = open_model(model_path)
     names = [spec.name for spec in runner.inputs]
     dataset = data if isinstance(data, Dataset) else load_data(data, names)
+    dataset = dataset.for_model(runner.inputs)  # each input's example axis (state [2, batch, 128]: 1)
     feeds = prepare_feeds(dataset, runner, "data")
     if dataset.labels is None and min_agreement is None:
         min_agreement = DEFAULT_AGREEMENT_WITHOUT_LABELS
@@ -307,15 +308,18 @@ class _State:
 
     def _timer(self, model_path: Path):
         """A warmed-up runner (1 thread) and its feed: the data's first example (batch 1)."""
+        from toolkit.data import batch_axes, slice_examples
         from toolkit.quantize.common import fixed_batch, quiet_output
         from toolkit.runtime import open_model
         from toolkit.validate_run import prepare_feeds
 
         with quiet_output():
             runner = open_model(model_path, threads=1)
-        batch = fixed_batch(runner.inputs) or 1
-        feeds = {name: (array if np.ndim(array) == 0 else array[:batch])
-                 for name, array in prepare_feeds(self.dataset, runner, "data").items()}
+        feeds = prepare_feeds(self.dataset, runner, "data")
+        # Each input's example axis from the model's signature with the data (silero-vad's
+        # state [2, batch, 128] fixes 2 on axis 0, which is not a batch size); 0-d inputs go whole.
+        batch = fixed_batch(runner.inputs, feeds) or 1
+        feeds = slice_examples(feeds, batch_axes(feeds, runner.inputs), 0, batch)
         for _ in range(LATENCY_WARMUP):
             runner.run(feeds)
         return runner, feeds
