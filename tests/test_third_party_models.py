@@ -6,8 +6,8 @@ The files come from two PyPI wheels that `scripts/setup` installs with --no-deps
 Closeness bounds are what int8 costs these models, measured with onnxruntime 1.32 on the
 inputs below, plus a margin: regression bounds, not quality claims. The silero outputs
 are a speech probability (0..1): a tone-and-noise signal gives ~0.001, and dynamic int8
-moves it by up to ~0.1. The PP-OCR classifier's softmax moves by up to ~0.1 (dynamic,
-ConvInteger on depthwise MobileNet layers) and the argmax class must mostly agree.
+moves it by up to ~0.1. The PP-OCR classifier's 2-class softmax moves by up to ~0.09
+(dynamic) / ~0.14 (static).
 """
 
 from __future__ import annotations
@@ -158,20 +158,53 @@ def test_silero_vad_16k_op15_dynamic_int8(run_cli, tmp_path, vad_npz):
     assert outputs["output"]["max_abs_error"] < 0.2
 
 
+# (model file, npz fixture, mode, size ratio bound, SQNR bound, agreement bound or None)
+PPOCR_CASES = [
+    ("ch_ppocr_mobile_v2.0_cls_infer.onnx", "cls_npz", "dynamic-int8", 0.45, 19.0, 0.95),
+    ("ch_ppocr_mobile_v2.0_cls_infer.onnx", "cls_npz", "static-int8", 0.6, 16.0, 0.9),
+    ("ch_PP-OCRv4_det_infer.onnx", "det_npz", "dynamic-int8", 0.35, 18.0, None),
+    ("ch_PP-OCRv4_det_infer.onnx", "det_npz", "static-int8", 0.4, 12.5, None),
+    ("ch_PP-OCRv4_rec_infer.onnx", "rec_npz", "dynamic-int8", 0.35, 7.5, 0.88),
+    ("ch_PP-OCRv4_rec_infer.onnx", "rec_npz", "static-int8", 0.35, 7.0, 0.88),
+]
+
+
+@pytest.fixture(scope="module")
+def det_npz(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("det") / "det.npz"
+    np.savez(path, x=_text_images(8, 160, 320, np.random.default_rng(2)))  # H, W multiples of 32
+    return path
+
+
+@pytest.fixture(scope="module")
+def rec_npz(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("rec") / "rec.npz"
+    np.savez(path, x=_text_images(16, 48, 320, np.random.default_rng(1)))
+    return path
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, ratio, min_sqnr", [("dynamic-int8", 0.5, 6.0), ("static-int8", 0.7, 14.0)])
-def test_ppocr_cls(run_cli, tmp_path, cls_npz, mode, ratio, min_sqnr):
-    """Weights stored as Constant nodes (paddle2onnx) are quantized: the file shrinks (0.39x / 0.54x)."""
-    model = _package_file("rapidocr_onnxruntime", "models", "ch_ppocr_mobile_v2.0_cls_infer.onnx")
-    out = tmp_path / f"cls-{mode}"
-    result = _quantize(run_cli, model, mode, out, cls_npz if mode == "static-int8" else None)
+@pytest.mark.parametrize("filename, data, mode, ratio, min_sqnr, min_agreement", PPOCR_CASES,
+                         ids=[f"{case[0].split('_')[-2]}-{case[2]}" for case in PPOCR_CASES])
+def test_ppocr_models(request, run_cli, tmp_path, filename, data, mode, ratio, min_sqnr, min_agreement):
+    """PP-OCR (paddle2onnx: weights as Constant nodes, opset 11/12) quantizes small and stays close.
+
+    Measured on these images (onnxruntime 1.32), size / SQNR / argmax agreement:
+    cls dynamic 0.36x / 22.2 dB / 1.00, static 0.52x / 19.0 dB / 0.94;
+    det dynamic 0.28x / 20.7 dB, static 0.30x / 15.1 dB (a probability map: no argmax);
+    rec dynamic 0.27x / 9.7 dB / 0.94, static 0.28x / 9.4 dB / 0.92 (per time step over 6625
+    classes). dynamic-int8 keeps Conv activations float (int8 weights per channel), static-int8
+    leaves elementwise ops float. rec is this sensitive to int8 weights alone: one depthwise
+    layer's edge filters (channel sums ~0.003 against peaks ~6) lose their DC gain; mixed
+    precision (`--mode auto`) is the way to more. Bounds sit ~2-3 dB below: regressions, not claims.
+    """
+    model = _package_file("rapidocr_onnxruntime", "models", filename)
+    npz = request.getfixturevalue(data)
+    out = tmp_path / mode
+    result = _quantize(run_cli, model, mode, out, npz if mode == "static-int8" else None)
     assert result.exit_code == 0, result.stderr
     assert (out / "model.onnx").stat().st_size < ratio * model.stat().st_size
-    (figures,) = _validate(run_cli, out, model, cls_npz).values()
-    # Measured on these images: dynamic 9.3 dB, argmax agreement 0.94, max error 0.63 (one
-    # image's 2-class softmax flips: uint8 dynamic activations hurt MobileNetV3's depthwise
-    # layers); static 16.3 dB, max error 0.25. Bounds sit ~2-3 dB below.
+    (figures,) = _validate(run_cli, out, model, npz).values()
     assert figures["sqnr_db"] > min_sqnr
-    assert figures["agreement"] >= 0.8
-    if mode == "static-int8":
-        assert figures["max_abs_error"] < 0.4
+    if min_agreement is not None:
+        assert figures["agreement"] >= min_agreement

@@ -499,7 +499,7 @@ def command_predict(args) -> None:
                         for i, value in enumerate(result)]
         if short > 0:
             result = [value if axis is None else numpy.take(value, numpy.arange(got), axis=axis)
-                      for value, axis in zip(result, out_axes)]
+                      for value, axis in zip(result, out_axes, strict=True)]
         chunks.append(result)
     outputs = {f"output_{i}": chunks[0][i] if axis is None or len(chunks) == 1
                else numpy.concatenate([chunk[i] for chunk in chunks], axis=axis)

@@ -33,7 +33,7 @@ class QuantMode:
 MODES: list[QuantMode] = [
     QuantMode(
         "dynamic-int8", "onnx", "toolkit.quantize.onnx:dynamic_int8", False,
-        "int8 weights, activations quantized at run time (MatMulInteger/ConvInteger); no data needed",
+        "int8 weights; MatMul activations quantized at run time, Conv weight-only per channel; no data needed",
         "onnxruntime",
     ),
     QuantMode(
