@@ -117,3 +117,17 @@ def test_validate_on_a_device_from_a_profiles_folder(run_cli, tmp_path, digits_c
     report = result.json()
     assert report["device"] == "bench-host"
     assert report["outputs"][0]["agreement"] == 1.0
+
+
+def test_quantize_takes_relative_paths(run_cli, tmp_path, digits_cnn_onnx, monkeypatch):
+    """The quantizers run from a scratch folder; relative paths must be resolved before that."""
+    import shutil
+
+    shutil.copy(digits_cnn_onnx, tmp_path / "float.onnx")
+    monkeypatch.chdir(tmp_path)
+    for mode in ("dynamic-int8", "static-int8", "fp16"):
+        result = run_cli("quantize", "float.onnx", "--mode", mode, "--calibration", "builtin:digits:train",
+                         "-o", f"out-{mode}")
+        assert result.exit_code == 0, result.stderr
+        assert (tmp_path / f"out-{mode}" / "model.onnx").is_file()
+    assert not list(tmp_path.glob("*.data"))

@@ -114,9 +114,10 @@ def quantize(
         try:
             # onnxruntime's shape inference drops temporary files into the current folder:
             # run it from the work folder so they go away with it.
+            source_path, target_path = model_path.resolve(), out_path.resolve()  # before the chdir
             with contextlib.chdir(work):
                 notes = function(
-                    model_path.resolve(), out_path.resolve(), workdir=Path(work), calibration=dataset,
+                    source_path, target_path, workdir=Path(work), calibration=dataset,
                     input_specs=runner.inputs, method=method, per_channel=per_channel,
                     exclude_nodes=list(exclude_nodes or []),
                 )
