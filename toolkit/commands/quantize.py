@@ -117,11 +117,14 @@ def _warn_unknown_nodes(model, exclude_nodes) -> None:
     from toolkit.safety import check_onnx_file
 
     check_onnx_file(path)
-    names = {node.name for node in onnx.load(str(path), load_external_data=False).graph.node}
+    from toolkit.quantize.onnx import all_nodes
+
+    names = {node.name for node in all_nodes(onnx.load(str(path), load_external_data=False).graph)}
     unknown = [name for name in exclude_nodes if name not in names]
     if unknown:
         sample = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
-        warn(f"--exclude {', '.join(unknown)}: no node of that name in {path.name} (its nodes: {sample})")
+        warn(f"--exclude {', '.join(unknown)}: no node of that name in {path.name} (its nodes: {sample}); "
+             "pre-processing fuses and renames nodes, so the name may still match the processed graph")
 
 
 def _kib(size: int) -> str:

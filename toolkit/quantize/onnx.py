@@ -112,7 +112,7 @@ def save(model, out_path: Path) -> None:
     """Drop the exporter's debug metadata (stack traces, local paths) and save, large or not."""
     import onnx
 
-    for node in _all_nodes(model.graph):
+    for node in all_nodes(model.graph):
         keep = [p for p in node.metadata_props if not p.key.startswith(DEBUG_METADATA_PREFIXES)]
         del node.metadata_props[:]
         node.metadata_props.extend(keep)
@@ -131,14 +131,14 @@ def _fits_protobuf(model) -> bool:
         return False
 
 
-def _all_nodes(graph):
+def all_nodes(graph):
     for node in graph.node:
         yield node
         for attribute in node.attribute:
             if attribute.g is not None and attribute.g.node:
-                yield from _all_nodes(attribute.g)
+                yield from all_nodes(attribute.g)
             for subgraph in attribute.graphs:
-                yield from _all_nodes(subgraph)
+                yield from all_nodes(subgraph)
 
 
 def _finish(tmp_path: Path, out_path: Path) -> None:
@@ -529,8 +529,8 @@ def _rename_values(node, renames: dict[str, str]) -> None:
 def _drop_dead_nodes(graph) -> None:
     """Remove nodes none of whose outputs is used (the decided conditions), in place."""
     while True:
-        used = {name for n in _all_nodes(graph) for name in n.input} | {v.name for v in graph.output}
-        for n in _all_nodes(graph):
+        used = {name for n in all_nodes(graph) for name in n.input} | {v.name for v in graph.output}
+        for n in all_nodes(graph):
             for attribute in n.attribute:
                 for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
                     used |= {v.name for v in subgraph.output}
@@ -585,10 +585,10 @@ def _check_static_did_something(pre: Path, quantized: Path, model_path: Path) ->
     float_model = onnx.load(str(pre), load_external_data=False)
     holders = [node for node in float_model.graph.node
                if any(a.g.node or a.graphs for a in node.attribute)
-               and any(n.op_type in _WEIGHT_OPS for n in _all_nodes(_branches(node)))]
+               and any(n.op_type in _WEIGHT_OPS for n in all_nodes(_branches(node)))]
     if holders:
         node = holders[0]
-        inner = sorted({n.op_type for n in _all_nodes(_branches(node)) if n.op_type in _WEIGHT_OPS})
+        inner = sorted({n.op_type for n in all_nodes(_branches(node)) if n.op_type in _WEIGHT_OPS})
         raise Unsupported(
             f"static-int8 cannot quantize {model_path.name}: its {', '.join(inner)} layers sit inside the branches "
             f"of {node.op_type} node {node.name or node.output[0]!r}, which onnxruntime's static quantizer and "
@@ -601,7 +601,7 @@ _WEIGHT_OPS = ("Conv", "MatMul", "Gemm", "LSTM", "GRU", "RNN", "ConvTranspose")
 
 
 def _branches(node):
-    """A graph-like holder of all the subgraphs of `node`, for `_all_nodes`."""
+    """A graph-like holder of all the subgraphs of `node`, for `all_nodes`."""
     import onnx
 
     holder = onnx.GraphProto()
@@ -645,8 +645,8 @@ def int4_weight(model_path: Path, out_path: Path, *, workdir: Path, exclude_node
         )
         quantizer.process()
     quantized = quantizer.model.model
-    count = sum(1 for node in _all_nodes(quantized.graph) if node.op_type == "MatMulNBits")
-    gathers = sum(1 for node in _all_nodes(quantized.graph) if node.op_type == "GatherBlockQuantized")
+    count = sum(1 for node in all_nodes(quantized.graph) if node.op_type == "MatMulNBits")
+    gathers = sum(1 for node in all_nodes(quantized.graph) if node.op_type == "GatherBlockQuantized")
     if count + gathers == 0:
         raise Unsupported(
             f"int4-weight left {model_path.name} unchanged: it has no MatMul or Gemm with constant weights "
