@@ -147,7 +147,7 @@ def test_int4emb_mode_shrinks_embeddings_and_keeps_answers(embedding_model, tmp_
 
 
 def test_int4_rows_round_trip():
-    from toolkit.quantize.onnx import quantize_int4_rows
+    from toolkit.quantize.onnx_embeddings import quantize_int4_rows
 
     rng = np.random.default_rng(1)
     table = rng.normal(0, 1, (100, 64)).astype(np.float32)

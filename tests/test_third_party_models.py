@@ -170,7 +170,7 @@ def test_specialise_ifs_only_where_the_data_decides(tmp_path):
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from toolkit.quantize.onnx import specialise_ifs
+    from toolkit.quantize.onnx_if import specialise_ifs
 
     def branch(scale):  # both Ifs' branches use the names w and y: legal in sibling subgraphs
         weight = helper.make_tensor("w", TensorProto.FLOAT, [1], [scale])

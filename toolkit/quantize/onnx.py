@@ -9,13 +9,18 @@ data beside the model (`model.onnx.data`), since a protobuf cannot hold more tha
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
 
 from toolkit.errors import Unsupported
 from toolkit.quantize.common import calibration_batches, fixed_batch, quiet_output
+from toolkit.quantize.onnx_embeddings import (
+    EMBEDDING_BLOCK_SIZE,
+    int4_embeddings,
+    opset_version,
+    sum_before_layernorm,
+)
 
 LARGE_MODEL_BYTES = 1_800_000_000
 DEBUG_METADATA_PREFIXES = ("pkg.torch.onnx.", "namespace")
@@ -167,7 +172,7 @@ def dynamic_int8(model_path: Path, out_path: Path, *, workdir: Path, per_channel
     # converted keeps onnxruntime's ConvInteger (per-tensor weights) as before
     pre = _at_least_opset(pre, 13, workdir)
     large = _is_large(pre)
-    weight_only_convs = per_channel and _opset(onnx.load(str(pre), load_external_data=False)) >= 13
+    weight_only_convs = per_channel and opset_version(onnx.load(str(pre), load_external_data=False)) >= 13
     op_types = [op for op in IntegerOpsRegistry if op in DYNAMIC_OP_TYPES or not weight_only_convs]
     tmp = workdir / "quantized.onnx"
     # Weights inside If/Loop branches too (silero-vad's LSTMs); onnxruntime's branch pass fails
@@ -336,14 +341,16 @@ def static_int8(model_path: Path, out_path: Path, *, workdir: Path, calibration,
     except Unsupported:
         # Every weight sits in If branches. Where the calibration data decides those Ifs (silero-vad's
         # sr), quantize the model specialised to the taken branches; otherwise the error stands.
-        specialised = specialise_ifs(model_path, reader.feeds, workdir)
+        from toolkit.quantize import onnx_if  # imports this module: loaded only when needed
+
+        specialised = onnx_if.specialise_ifs(model_path, reader.feeds, workdir)
         if specialised is None:
             raise
         source, notes["specialised"] = specialised
         pre = _at_least_opset(pre_process(source, workdir), 13, workdir)
         quantize(pre)
         _check_static_did_something(pre, tmp, model_path)
-        _warn_specialised(notes["specialised"])
+        onnx_if.warn_specialised(notes["specialised"])
     _finish(tmp, out_path)
     return {"format": "QDQ", "weight_type": "int8", "activation_type": "uint8", "per_channel": per_channel,
             "calibration_method": method, "calibration_batches": len(reader.feeds),
@@ -351,205 +358,6 @@ def static_int8(model_path: Path, out_path: Path, *, workdir: Path, calibration,
 
 
 # --- static-int8 on models whose layers sit in If branches chosen by a fixed scalar input ---
-
-def specialise_ifs(model_path: Path, feeds: list[dict], workdir: Path) -> tuple[Path, dict] | None:
-    """A copy of the model with each If decided by the calibration data replaced by its taken branch.
-
-    onnxruntime's static quantizer and calibrator do not enter If branches, so a model whose
-    layers all sit in branches (silero_vad.onnx: `If(sr == 16000)` over the 16 kHz and 8 kHz
-    networks) comes out unchanged. An If whose condition is computed (top-level nodes only) from
-    initializers, Constant nodes and 0-d inputs that hold one value in every calibration feed
-    (sr=16000) takes the same branch for all the data: its condition is evaluated (onnx's
-    reference evaluator) and the If node becomes the nodes of that branch, whose local names are
-    renamed where they clash, whose initializers join the main graph, and whose outputs feed the
-    If's outputs through Identity nodes. Nested Ifs that become top-level are tried in turn. The
-    inputs stay (a specialised input is simply unused): the result serves only those values.
-    Layers the QDQ quantizer has no kernel for stay float: silero-vad's LSTM (in a nested If on
-    a shape, which this leaves alone) keeps float weights; its Convs become int8.
-    Returns (path, {input: value, ..., "if_nodes": [...]}) or None when no If can be decided.
-    """
-    import onnx
-
-    if _is_large(model_path) or not feeds:
-        return None
-    model = onnx.load(str(model_path))
-    fixed = _fixed_scalar_inputs(model.graph, feeds)
-    decided, used = [], set()
-    progress = True
-    while progress:  # an inlined branch may bring nested Ifs to the top level
-        progress = False
-        for node in [n for n in model.graph.node if n.op_type == "If" and n.domain in ("", "ai.onnx")]:
-            taken = _if_condition(model, node, fixed, used)
-            if taken is not None:
-                _inline_branch(model.graph, node, taken)
-                decided.append(node.name or node.output[0])
-                progress = True
-                break  # the node list changed: look again from the start
-    if not decided:
-        return None
-    _drop_dead_nodes(model.graph)
-    out = workdir / "specialised.onnx"
-    onnx.save_model(model, str(out))
-    values = {name: fixed[name].item() for name in sorted(used)}
-    return out, {**values, "if_nodes": decided}
-
-
-def _fixed_scalar_inputs(graph, feeds: list[dict]) -> dict[str, np.ndarray]:
-    """The 0-d graph inputs that hold the same value in every calibration feed (as 0-d arrays).
-
-    The feeds may carry a scalar as one element of shape (1,), which onnxruntime accepts too.
-    """
-    initializers = {tensor.name for tensor in graph.initializer}
-    fixed = {}
-    for value in graph.input:
-        tensor_type = value.type.tensor_type
-        if value.name in initializers or not tensor_type.HasField("shape") or len(tensor_type.shape.dim):
-            continue
-        arrays = [feed.get(value.name) for feed in feeds]
-        if any(a is None or np.size(a) != 1 for a in arrays):
-            continue
-        scalars = [np.asarray(a).reshape(()) for a in arrays]
-        if all(np.array_equal(a, scalars[0]) for a in scalars[1:]):
-            fixed[value.name] = scalars[0]
-    return fixed
-
-
-def _if_condition(model, node, fixed: dict[str, np.ndarray], used: set[str]) -> bool | None:
-    """The value of the If's condition when only initializers, Constants and `fixed` inputs decide it."""
-    import onnx
-    from onnx.reference import ReferenceEvaluator
-
-    graph = model.graph
-    producers = {output: n for n in graph.node for output in n.output}
-    initializers = {tensor.name: tensor for tensor in graph.initializer}
-    needed, inputs, seen, stack = [], set(), set(), [node.input[0]]
-    while stack:
-        name = stack.pop()
-        if name in seen or not name:
-            continue
-        seen.add(name)
-        if name in fixed:
-            inputs.add(name)
-        elif name in producers:
-            producer = producers[name]
-            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in producer.attribute):
-                return None
-            if producer not in needed:
-                needed.append(producer)
-            stack.extend(producer.input)
-        elif name not in initializers:
-            return None  # a graph input that varies, or an outer name: not decided by the data
-    order = [n for n in graph.node if n in needed]  # the graph's own (topological) order
-    subgraph = onnx.helper.make_graph(
-        order, "if_condition",
-        [onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(fixed[name].dtype), [])
-         for name in sorted(inputs)],
-        [onnx.helper.make_tensor_value_info(node.input[0], onnx.TensorProto.BOOL, None)],
-        [initializers[name] for name in seen if name in initializers],
-    )
-    try:
-        evaluator = ReferenceEvaluator(onnx.helper.make_model(subgraph, opset_imports=model.opset_import, ir_version=model.ir_version))
-        (value,) = evaluator.run(None, {name: fixed[name] for name in inputs})
-    except Exception:  # an op the reference evaluator lacks: leave the If alone
-        return None
-    if np.size(value) != 1:
-        return None
-    used.update(inputs)
-    return bool(np.asarray(value).reshape(()))
-
-
-def _inline_branch(graph, node, taken: bool) -> None:
-    """Replace If `node` in `graph` by the nodes of its then (`taken`) or else branch, in place."""
-    import onnx
-
-    branch = next(a.g for a in node.attribute if a.name == ("then_branch" if taken else "else_branch"))
-    local = {name for n in branch.node for name in n.output if name} | {t.name for t in branch.initializer}
-    elsewhere = {v.name for v in (*graph.input, *graph.output, *graph.initializer)}
-    for other in graph.node:
-        if other is not node:
-            elsewhere |= _node_names(other)
-    renames = {name: _unique_name(name, elsewhere | local) for name in sorted(local & elsewhere)}
-    nodes = [onnx.NodeProto() for _ in branch.node]
-    for copy, original in zip(nodes, branch.node, strict=True):
-        copy.CopyFrom(original)
-        _rename_values(copy, renames)
-    for tensor in branch.initializer:
-        graph.initializer.add().CopyFrom(tensor)
-        graph.initializer[-1].name = renames.get(tensor.name, tensor.name)
-    for value in branch.value_info:
-        graph.value_info.add().CopyFrom(value)
-        graph.value_info[-1].name = renames.get(value.name, value.name)
-    prefix = node.name or node.output[0]
-    nodes += [onnx.helper.make_node("Identity", [renames.get(result.name, result.name)], [output],
-                                    name=f"{prefix}_output_{i}")
-              for i, (result, output) in enumerate(zip(branch.output, node.output, strict=True))]
-    position = list(graph.node).index(node)
-    kept = list(graph.node)
-    del graph.node[:]
-    graph.node.extend(kept[:position] + nodes + kept[position + 1:])
-
-
-def _node_names(node) -> set[str]:
-    """Every value name `node` and its subgraphs use or define."""
-    names = {name for name in (*node.input, *node.output) if name}
-    for attribute in node.attribute:
-        for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-            names |= {v.name for v in (*subgraph.input, *subgraph.output, *subgraph.initializer)}
-            for inner in subgraph.node:
-                names |= _node_names(inner)
-    return names
-
-
-def _unique_name(name: str, taken: set[str]) -> str:
-    for i in range(1, 1_000_000):
-        candidate = f"{name}__specialised{i}"
-        if candidate not in taken:
-            taken.add(candidate)
-            return candidate
-    raise AssertionError(name)
-
-
-def _rename_values(node, renames: dict[str, str]) -> None:
-    """Rename inputs/outputs of `node` and the outer-scope references of its subgraphs."""
-    if not renames:
-        return
-    for i, name in enumerate(node.input):
-        node.input[i] = renames.get(name, name)
-    for i, name in enumerate(node.output):
-        node.output[i] = renames.get(name, name)
-    for attribute in node.attribute:
-        subgraphs = [attribute.g] if attribute.HasField("g") else []
-        for subgraph in [*subgraphs, *attribute.graphs]:
-            for inner in subgraph.node:
-                _rename_values(inner, renames)
-            for value in subgraph.output:
-                value.name = renames.get(value.name, value.name)
-
-
-def _drop_dead_nodes(graph) -> None:
-    """Remove nodes none of whose outputs is used (the decided conditions), in place."""
-    while True:
-        used = {name for n in all_nodes(graph) for name in n.input} | {v.name for v in graph.output}
-        for n in all_nodes(graph):
-            for attribute in n.attribute:
-                for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                    used |= {v.name for v in subgraph.output}
-        kept = [n for n in graph.node if any(name in used for name in n.output if name)]
-        if len(kept) == len(graph.node):
-            return
-        del graph.node[:]
-        graph.node.extend(kept)
-
-
-def _warn_specialised(specialised: dict) -> None:
-    from toolkit.console import warn
-
-    values = {name: value for name, value in specialised.items() if name != "if_nodes"}
-    settings = ", ".join(f"{name}={value}" for name, value in values.items())
-    names = ", ".join(values)
-    warn(f"static-int8 specialised the model to {settings}, the value in every calibration example; "
-         f"other values of {names} are not supported by this model")
-
 
 def _at_least_opset(path: Path, version: int, workdir: Path) -> Path:
     """The model converted to opset `version` when older (per-channel QDQ and its int32 bias
@@ -559,7 +367,7 @@ def _at_least_opset(path: Path, version: int, workdir: Path) -> Path:
     if _is_large(path):
         return path
     model = onnx.load(str(path))
-    if _opset(model) >= version:
+    if opset_version(model) >= version:
         return path
     try:
         converted = onnx.version_converter.convert_version(model, version)
@@ -706,9 +514,6 @@ def _first_line(error) -> str:
 
 # --- dynamic-int8-int4emb: int8 MatMuls at run time, int4 embedding tables, fast LayerNorm ---
 
-EMBEDDING_BLOCK_SIZE = 32
-EMBEDDING_MIN_ELEMENTS = 65_536  # smaller tables (token types, short position tables) stay float
-INT4_CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)
 
 
 def dynamic_int8_int4emb(model_path: Path, out_path: Path, *, workdir: Path, per_channel: bool = True,
@@ -745,139 +550,3 @@ def dynamic_int8_int4emb(model_path: Path, out_path: Path, *, workdir: Path, per
     return {"weight_type": "int8", "activations": "uint8, dynamic", "per_channel": per_channel,
             "embedding_tables_int4": tables, "embedding_block_size": EMBEDDING_BLOCK_SIZE,
             "embedding_scales": "float16", "add_layernorm_as_sum": unfused}
-
-
-def _opset(model) -> int:
-    return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 0)
-
-
-def quantize_int4_rows(table: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int4 per block of `block` columns; per block, the clip ratio with the least squared error.
-
-    Returns (packed uint8 [rows, cols/2], two values a byte, low nibble first, stored +8;
-    float16 scales [rows, cols/block, 1]).
-    """
-    rows, cols = table.shape
-    blocks = table.reshape(rows, cols // block, block).astype(np.float32)
-    peak = np.abs(blocks).max(axis=-1, keepdims=True)
-    best_q = best_scale = best_error = None
-    for ratio in INT4_CLIP_RATIOS:
-        scale = (peak * ratio / 7.0).astype(np.float16).astype(np.float32)
-        scale[scale == 0] = 1.0
-        q = np.clip(np.round(blocks / scale), -8, 7)
-        error = ((q * scale - blocks) ** 2).sum(axis=-1, keepdims=True)
-        if best_error is None:
-            best_q, best_scale, best_error = q, scale, error
-            continue
-        better = error < best_error
-        best_q = np.where(better, q, best_q)
-        best_scale = np.where(better, scale, best_scale)
-        best_error = np.minimum(error, best_error)
-    unsigned = (best_q.reshape(rows, cols) + 8).astype(np.uint8)
-    packed = (unsigned[:, 0::2] | (unsigned[:, 1::2] << 4)).astype(np.uint8)
-    return packed, best_scale.astype(np.float16)
-
-
-def int4_embeddings(model, excluded: set[str], block: int = EMBEDDING_BLOCK_SIZE) -> int:
-    """Rewrite Gather(table, ids) over a large constant float table as an int4 lookup, in place.
-
-    table -> packed uint8 [rows, cols/2] + float16 scales [rows, cols/block, 1]; after the
-    Gather a 256-entry table turns each byte into its two values (-8..7), which are scaled
-    per block. Standard ONNX ops only (opset 13+), so any runtime runs it.
-    """
-    from onnx import TensorProto, helper, numpy_helper
-
-    if _opset(model) < 13:
-        return 0
-    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
-    ranks = _value_ranks(model)
-    lut_name = "edgeward_int4_lut"
-    byte = np.arange(256)
-    lut = np.stack([(byte & 15) - 8, (byte >> 4) - 8], axis=1).astype(np.float32)
-    new_nodes, done = [], {}
-    for node in model.graph.node:
-        table = initializers.get(node.input[0]) if node.op_type == "Gather" and node.domain in ("", "ai.onnx") else None
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-        rank = ranks.get(node.input[1]) if len(node.input) > 1 else None
-        if (table is None or node.name in excluded or axis != 0 or rank is None or len(table.dims) != 2
-                or table.data_type != TensorProto.FLOAT or table.dims[1] % block
-                or table.dims[0] * table.dims[1] < EMBEDDING_MIN_ELEMENTS):
-            new_nodes.append(node)
-            continue
-        rows, cols = table.dims
-        base = node.name or node.output[0]
-        if table.name not in done:
-            packed, scales = quantize_int4_rows(numpy_helper.to_array(table), block)
-            model.graph.initializer.extend([numpy_helper.from_array(packed, f"{table.name}_int4"),
-                                            numpy_helper.from_array(scales, f"{table.name}_int4_scales")])
-            done[table.name] = True
-        keep = [0] * rank
-        model.graph.initializer.extend([
-            numpy_helper.from_array(np.array(keep + [cols // block, block], np.int64), f"{base}_int4_blocks"),
-            numpy_helper.from_array(np.array(keep + [cols], np.int64), f"{base}_int4_shape"),
-        ])
-        ids = node.input[1]
-        new_nodes += [
-            helper.make_node("Gather", [f"{table.name}_int4", ids], [f"{base}_int4_bytes"], name=f"{base}_int4_gather"),
-            helper.make_node("Cast", [f"{base}_int4_bytes"], [f"{base}_int4_index"], name=f"{base}_int4_index",
-                             to=TensorProto.INT32),
-            helper.make_node("Gather", [lut_name, f"{base}_int4_index"], [f"{base}_int4_values"], name=f"{base}_int4_unpack"),
-            helper.make_node("Reshape", [f"{base}_int4_values", f"{base}_int4_blocks"], [f"{base}_int4_blocked"],
-                             name=f"{base}_int4_blocked"),
-            helper.make_node("Gather", [f"{table.name}_int4_scales", ids], [f"{base}_int4_scale16"],
-                             name=f"{base}_int4_scale_gather"),
-            helper.make_node("Cast", [f"{base}_int4_scale16"], [f"{base}_int4_scale"], name=f"{base}_int4_scale",
-                             to=TensorProto.FLOAT),
-            helper.make_node("Mul", [f"{base}_int4_blocked", f"{base}_int4_scale"], [f"{base}_int4_scaled"],
-                             name=f"{base}_int4_scaled"),
-            helper.make_node("Reshape", [f"{base}_int4_scaled", f"{base}_int4_shape"], [node.output[0]], name=base),
-        ]
-    if not done:
-        return 0
-    model.graph.initializer.append(numpy_helper.from_array(lut, lut_name))
-    del model.graph.node[:]
-    model.graph.node.extend(new_nodes)
-    used = {name for node in model.graph.node for name in node.input}
-    kept = [tensor for tensor in model.graph.initializer if tensor.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-    return len(done)
-
-
-def _value_ranks(model) -> dict[str, int]:
-    """Known ranks of the graph's inputs and values (ONNX shape inference; contrib ops stay unknown)."""
-    import onnx
-
-    values = [*model.graph.input, *model.graph.value_info]
-    with contextlib.suppress(Exception):  # a model over 2 GB, or one shape inference cannot follow
-        values += list(onnx.shape_inference.infer_shapes(model).graph.value_info)
-    ranks = {}
-    for value in values:
-        tensor_type = value.type.tensor_type
-        if tensor_type.HasField("shape"):
-            ranks[value.name] = len(tensor_type.shape.dim)
-    for tensor in model.graph.initializer:
-        ranks[tensor.name] = len(tensor.dims)
-    return ranks
-
-
-def sum_before_layernorm(model) -> int:
-    """Turn each Add whose only use is a LayerNormalization's input into Sum (same result), in place.
-
-    onnxruntime fuses Add + LayerNormalization into SkipLayerNormalization, whose CPU kernel
-    measured 7x slower than the two ops apart (onnxruntime 1.32); it does not fuse Sum.
-    """
-    consumers: dict[str, list] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    outputs = {value.name for value in model.graph.output}
-    count = 0
-    for node in model.graph.node:
-        if node.op_type != "Add" or node.domain not in ("", "ai.onnx") or node.output[0] in outputs:
-            continue
-        users = consumers.get(node.output[0], [])
-        if len(users) == 1 and users[0].op_type == "LayerNormalization" and users[0].input[0] == node.output[0]:
-            node.op_type = "Sum"
-            count += 1
-    return count
