@@ -74,11 +74,7 @@ def count_onnx(path: Path) -> GraphCount:
 
     from toolkit.safety import check_onnx_file
 
-    check_onnx_file(path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as error:
-        raise BadInput(f"{path}: not a readable ONNX model: {str(error).splitlines()[0][:200]}") from None
+    model = check_onnx_file(path)  # parsed once, external data confined, weights not loaded
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     for graph_input in graph.input:  # symbolic dims (batch) -> 1, so shape inference yields numbers

@@ -116,8 +116,11 @@ def _bounded(length: int, size: int) -> int:
 # ---------------------------------------------------------------- ONNX
 
 
-def check_onnx_file(path: Path) -> None:
-    """Parse the protobuf without loading external data, then confine every external location."""
+def check_onnx_file(path: Path):
+    """Parse the protobuf without loading external data, then confine every external location.
+
+    Returns the parsed ModelProto (without external weights) so callers need not parse again.
+    """
     check_exists(path)
     import onnx
 
@@ -128,6 +131,7 @@ def check_onnx_file(path: Path) -> None:
     if not model.graph.node and not model.graph.output:
         raise BadInput(f"{path}: not an ONNX model (no graph)")
     check_external_data(model, Path(path).parent)
+    return model
 
 
 def _first_line(error: BaseException) -> str:

@@ -19,6 +19,7 @@ from toolkit.quantize.onnx_embeddings import (
     EMBEDDING_BLOCK_SIZE,
     int4_embeddings,
     opset_version,
+    replace_nodes,
     sum_before_layernorm,
 )
 
@@ -498,12 +499,7 @@ def gemm_to_matmul(model, excluded: set[str]) -> int:
                 model.graph.initializer.append(numpy_helper.from_array(bias.astype(np.float32), bias_name))
             new_nodes.append(helper.make_node("Add", [product, bias_name], [node.output[0]], name=f"{node.name}_Add"))
         rewritten += 1
-    del model.graph.node[:]
-    model.graph.node.extend(new_nodes)
-    used = {name for node in model.graph.node for name in node.input}
-    kept = [tensor for tensor in model.graph.initializer if tensor.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
+    replace_nodes(model.graph, new_nodes)
     return rewritten
 
 

@@ -102,13 +102,18 @@ def int4_embeddings(model, excluded: set[str], block: int = EMBEDDING_BLOCK_SIZE
     if not done:
         return 0
     model.graph.initializer.append(numpy_helper.from_array(lut, lut_name))
-    del model.graph.node[:]
-    model.graph.node.extend(new_nodes)
-    used = {name for node in model.graph.node for name in node.input}
-    kept = [tensor for tensor in model.graph.initializer if tensor.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
+    replace_nodes(model.graph, new_nodes)
     return len(done)
+
+
+def replace_nodes(graph, new_nodes) -> None:
+    """Give `graph` these nodes and drop the initializers no node reads any more."""
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [tensor for tensor in graph.initializer if tensor.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def _value_ranks(model) -> dict[str, int]:
