@@ -35,8 +35,11 @@ def warn(message: str) -> None:
 
 
 def emit(data, human: str | None = None) -> None:
-    """Print a command's result: JSON on stdout with --json, else `human` on stdout."""
+    """Print a command's result: JSON on stdout with --json (the human text then goes to stderr),
+    else `human` on stdout."""
     if settings.json:
+        if human is not None:
+            print(human.rstrip("\n"), file=sys.stderr, flush=True)
         sys.stdout.write(json.dumps(data, indent=2, default=_jsonable) + "\n")
         sys.stdout.flush()
     elif human is not None:
