@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from processes import descendants
 
 from tests.conftest import ROOT
 
@@ -186,21 +187,6 @@ def _is_runner(pid: int) -> bool:
         return False
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo += children.get(current, [])
-    return found
 
 
 @pytest.mark.slow
@@ -218,12 +204,12 @@ def test_ssh_server_killed_mid_run_gives_an_incomplete_result(tmp_path, digits_c
         listener = int((state / "sshd.pid").read_text())
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # wait until the runner is timing on the "board"
-            runners = [p for p in _descendants(listener) if p != listener and _is_runner(p)]
+            runners = [p for p in descendants(listener) if p != listener and _is_runner(p)]
             if runners:
                 break
             time.sleep(0.2)
         time.sleep(4)  # imports done and timings flowing, even on a loaded machine
-        for pid in _descendants(listener):
+        for pid in descendants(listener):
             try:
                 if Path(f"/proc/{pid}/comm").read_text().strip().startswith("sshd"):
                     os.kill(pid, signal.SIGKILL)

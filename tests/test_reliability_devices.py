@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import descendants
 
 STATE = Path(os.environ.get("EDGEWARD_TESTBED_DIR", "/tmp/edgeward-ssh-testbed"))
 PROFILES = STATE / "profiles"
@@ -74,13 +75,13 @@ def test_a_device_that_stops_answering_ends_within_the_timeout(tmp_path):
 
     listener = int((STATE / "sshd.pid").read_text())
     with _transport(tmp_path) as device:
-        before = set(_descendants(listener))
+        before = set(descendants(listener))
         stopped: list[int] = []
 
         def freeze(line: str) -> None:
             if stopped or "tick" not in line:
                 return
-            for pid in set(_descendants(listener)) - before:
+            for pid in set(descendants(listener)) - before:
                 if Path(f"/proc/{pid}/comm").read_text().strip().startswith("sshd"):
                     os.kill(pid, signal.SIGSTOP)
                     stopped.append(pid)
@@ -126,20 +127,3 @@ def test_every_fault_has_its_own_message(tmp_path):
     assert "authentication failed" in messages["refused key"]
     assert "10 MB" in messages["output"]
     assert "did not finish within 3 s" in messages["timeout"]
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo += children.get(current, [])
-    return found

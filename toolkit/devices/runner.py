@@ -277,27 +277,9 @@ class TfliteModel:
             self.interpreter.allocate_tensors()
 
     def run(self, feeds: dict) -> list:
-        np, interpreter = self.np, self.interpreter
-        arrays = [_tflite_feed(feeds, d) for d in self.details]
-        resized = False
-        for detail, array in zip(self.details, arrays, strict=True):
-            if tuple(array.shape) != self.shapes[detail["index"]]:
-                interpreter.resize_tensor_input(detail["index"], list(array.shape))
-                self.shapes[detail["index"]] = tuple(array.shape)
-                resized = True
-        if resized:
-            interpreter.allocate_tensors()
-        for detail, array in zip(self.details, arrays, strict=True):
-            scale, zero = detail.get("quantization", (0.0, 0))
-            target = np.dtype(detail["dtype"])
-            if scale and target.kind in "iu":
-                info = np.iinfo(target)
-                array = np.clip(np.round(array / scale + zero), info.min, info.max)
-            interpreter.set_tensor(detail["index"], array.astype(target, copy=False))
-        interpreter.invoke()
+        np = self.np
         results = []
-        for detail in self.outputs:
-            value = interpreter.get_tensor(detail["index"])
+        for detail, value in zip(self.outputs, self.run_prepared(self.prepare(feeds)), strict=True):
             scale, zero = detail.get("quantization", (0.0, 0))
             if scale and value.dtype.kind in "iu":
                 value = (value.astype(np.float32) - zero) * scale
