@@ -82,8 +82,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from toolkit.artifacts import atomic_write_json
+    from toolkit.bench.estimate import estimate
     from toolkit.devices import bench_on_device, get_profile
-    from toolkit.estimate import estimate
 
     results = {"host": {}, "models": {}}
     with tempfile.TemporaryDirectory() as folder:

@@ -38,7 +38,7 @@ def build_seeds(folder: Path) -> dict[str, list[dict]]:
     folder.mkdir(parents=True, exist_ok=True)
     import torch
 
-    from toolkit.export.quiet import quiet
+    from toolkit.common.quiet import quiet
     from toolkit.models.digits import load_builtin
 
     seeds: dict[str, list[dict]] = {"onnx": [], "tflite": [], "safetensors": [], "yaml": []}
@@ -76,7 +76,7 @@ def build_seeds(folder: Path) -> dict[str, list[dict]]:
         seeds["yaml"].append({"path": str(folder / "scenario.yaml"), "role": "scenario"})
     except ImportError:
         pass
-    demo = ROOT / "toolkit" / "demo.yaml"
+    demo = ROOT / "toolkit" / "pipeline" / "demo.yaml"
     if demo.is_file():
         seeds["yaml"].append({"path": str(demo), "role": "recipe"})
     return seeds
@@ -288,7 +288,7 @@ def target_scenario(task: dict) -> None:
 
 
 def target_recipe(task: dict) -> None:
-    from toolkit.recipe import load_recipe
+    from toolkit.pipeline.recipe import load_recipe
 
     load_recipe(Path(task["path"]))
 
@@ -332,7 +332,7 @@ def _feeds(specs) -> dict:
 
 def worker_main() -> None:
     """argv: TASKS RESULTS START END. Writes 'S i' before and 'R {json}' after each input."""
-    from toolkit.isolation import Limits, apply_child_limits
+    from toolkit.safety.isolation import Limits, apply_child_limits
 
     apply_child_limits(Limits.from_env().memory_mb)
     tasks_path, results_path, start, end = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fuzz_inputs  # noqa: E402  (scripts/fuzz_inputs.py: seeds, mutators, targets)
 import fuzz_kill  # noqa: E402  (scripts/fuzz_kill.py: the SIGKILL loop and the CLI sample)
 
-from toolkit.isolation import Limits, child_env, group_rss_mb, python_argv, spawn  # noqa: E402
+from toolkit.safety.isolation import Limits, child_env, group_rss_mb, python_argv, spawn  # noqa: E402
 
 PER_INPUT_TIMEOUT_S = 60.0
 BATCH = 400

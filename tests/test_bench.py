@@ -69,7 +69,7 @@ def test_runtime_missing_locally(run_cli, tmp_path, digits_cnn_onnx):
 
 
 def test_estimate_counts_the_digits_cnn_exactly(digits_cnn_onnx, digits_cnn_tflite):
-    from toolkit.estimate import count_graph
+    from toolkit.bench.estimate import count_graph
 
     # Conv 1->16 3x3 on 8x8, Conv 16->32 3x3 on 8x8, Linear 512->64, Linear 64->10
     conv_macs = 16 * 64 * 9 + 32 * 64 * 16 * 9

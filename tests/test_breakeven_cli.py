@@ -46,7 +46,7 @@ def write_yaml(folder: Path, data: dict, name: str = "scenario.yaml") -> Path:
 
 def bench_json(folder: Path, *, model_path="exported/digits-int8/model.onnx", device="raspberry-pi-5",
                p50=12.5, kind="board", name="bench.json") -> Path:
-    """A bench result in the shape `edgeward bench --json` prints (toolkit/bench.py)."""
+    """A bench result in the shape `edgeward bench --json` prints (toolkit/bench/)."""
     record = {
         "model": {"path": model_path, "format": "onnx", "sha256": "ab" * 32, "size_bytes": 164_171},
         "device": {"name": device, "kind": kind, "transport": "ssh",

@@ -11,7 +11,7 @@ from decimal import ROUND_CEILING, Decimal
 import pytest
 
 from toolkit.costs import breakeven
-from toolkit.costs import format as fmt
+from toolkit.costs import money as fmt
 
 CENT = Decimal("0.01")
 D = Decimal

@@ -39,7 +39,7 @@ def seeds(tmp_path_factory, digits_cnn, digits_cnn_onnx, digits_cnn_tflite):
         "safetensors": [{"path": str(weights), "role": "digits-cnn"}],
         "yaml": [{"path": str(ROOT / "device_profiles" / "raspberry-pi-5.yaml"), "role": "profile"},
                  {"path": str(folder / "scenario.yaml"), "role": "scenario"},
-                 {"path": str(ROOT / "toolkit" / "demo.yaml"), "role": "recipe"}],
+                 {"path": str(ROOT / "toolkit" / "pipeline" / "demo.yaml"), "role": "recipe"}],
     }
 
 

@@ -61,9 +61,9 @@ def _unexpected(check, mutants) -> list[str]:
 
 
 def test_recipes_with_wrong_types_give_bad_input():
-    from toolkit.recipe import load_recipe
+    from toolkit.pipeline.recipe import load_recipe
 
-    base = yaml.safe_load(resources.files("toolkit").joinpath("demo.yaml").read_text())
+    base = yaml.safe_load(resources.files("toolkit.pipeline").joinpath("demo.yaml").read_text())
     assert _unexpected(load_recipe, _mutants(base, 600, seed=1)) == []
 
 

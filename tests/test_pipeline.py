@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from toolkit.errors import BadInput
-from toolkit.recipe import load_recipe
+from toolkit.pipeline.recipe import load_recipe
 
 
 def test_recipe_lists_every_problem_at_once(tmp_path):

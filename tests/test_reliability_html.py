@@ -78,7 +78,7 @@ def test_breakeven_html_escapes_scenario_and_bench_strings(run_cli, tmp_path, di
 
 
 def test_pipeline_summary_table_escapes_model_names():
-    from toolkit.pipeline_report import summary_table_html
+    from toolkit.pipeline.report import summary_table_html
 
     table = summary_table_html([{"model": HOSTILE, "format": "<script>x</script>", "mode": HOSTILE,
                                  "size_bytes": 10, "accuracy": 0.9, "drop": 0.1, "passed": True,

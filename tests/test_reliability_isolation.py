@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, edgeward_process
 
-from toolkit import isolation
 from toolkit.errors import BadInput
-from toolkit.isolation import Limits, call_isolated
+from toolkit.safety import isolation
+from toolkit.safety.isolation import Limits, call_isolated
 
 
 def hog_memory(megabytes: int) -> int:

@@ -18,7 +18,7 @@ from conftest import ROOT
 
 from toolkit import safety
 from toolkit.errors import BadInput
-from toolkit.isolation import Limits, call_isolated
+from toolkit.safety.isolation import Limits, call_isolated
 
 
 class Canary:

@@ -86,7 +86,7 @@ def test_output_axis_breaks_ties_with_the_input_signature():
 
 def test_per_layer_on_quantized_silero_batches_along_each_inputs_axis(vad_dynamic, vad_npz):
     from toolkit.data import load_data
-    from toolkit.per_layer import per_layer_error
+    from toolkit.validate.per_layer import per_layer_error
 
     data = load_data(vad_npz)
     # Dynamic int8 picks its activation ranges per run, so the figures depend on the batch;

@@ -217,11 +217,11 @@ def test_silero_vad_16k_op15_dynamic_int8(run_cli, tmp_path, vad_npz):
 # (model file, npz fixture, mode, size ratio bound, SQNR bound, agreement bound or None)
 PPOCR_CASES = [
     ("ch_ppocr_mobile_v2.0_cls_infer.onnx", "cls_npz", "dynamic-int8", 0.45, 19.0, 0.95),
-    ("ch_ppocr_mobile_v2.0_cls_infer.onnx", "cls_npz", "static-int8", 0.6, 16.0, 0.9),
+    ("ch_ppocr_mobile_v2.0_cls_infer.onnx", "cls_npz", "static-int8", 0.6, 13.0, 0.9),
     ("ch_PP-OCRv4_det_infer.onnx", "det_npz", "dynamic-int8", 0.35, 18.0, None),
     ("ch_PP-OCRv4_det_infer.onnx", "det_npz", "static-int8", 0.4, 12.5, None),
     ("ch_PP-OCRv4_rec_infer.onnx", "rec_npz", "dynamic-int8", 0.35, 7.5, 0.88),
-    ("ch_PP-OCRv4_rec_infer.onnx", "rec_npz", "static-int8", 0.35, 7.0, 0.88),
+    ("ch_PP-OCRv4_rec_infer.onnx", "rec_npz", "static-int8", 0.35, 5.0, 0.88),
 ]
 
 
@@ -253,6 +253,8 @@ def test_ppocr_models(request, run_cli, tmp_path, filename, data, mode, ratio, m
     leaves elementwise ops float. rec is this sensitive to int8 weights alone: one depthwise
     layer's edge filters (channel sums ~0.003 against peaks ~6) lose their DC gain; mixed
     precision (`--mode auto`) is the way to more. Bounds sit ~2-3 dB below: regressions, not claims.
+    Those figures are from an x86 CPU with VNNI. On one without (AVX2 only), static-int8 stores
+    uint8 weights (uint8 x int8 saturates there) and measured cls 15.5 dB, rec 6.6 dB.
     """
     model = _package_file("rapidocr_onnxruntime", "models", filename)
     npz = request.getfixturevalue(data)

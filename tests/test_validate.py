@@ -180,7 +180,7 @@ def test_zeroed_node_fails_and_per_layer_names_it_first(zeroed_onnx, digits_cnn_
 
 
 def test_per_layer_matches_tensors_through_qdq_pairs(quantized_onnx, digits_cnn_onnx, digits_test):
-    from toolkit.per_layer import per_layer_error
+    from toolkit.validate.per_layer import per_layer_error
 
     result = per_layer_error(quantized_onnx["static-int8"], digits_cnn_onnx, digits_test, top=3)
     by_tensor = {layer.tensor: layer for layer in result.layers}

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_entry() -> None:  # pragma: no cover - console script wrapper
     """The console script: model-touching commands run in a supervised child (isolation.py)."""
-    from toolkit.isolation import entry
+    from toolkit.safety.isolation import entry
 
     sys.exit(entry())
 

@@ -69,7 +69,7 @@ def command(scenario: str | None, bench_files: tuple[Path, ...], out_dir: Path, 
 
     from toolkit.console import emit, info
     from toolkit.costs import breakeven
-    from toolkit.costs import format as fmt
+    from toolkit.costs import money as fmt
     from toolkit.costs.report import write_reports
     from toolkit.costs.scenario import parse_scenario_text, read_scenario_file
 

@@ -11,9 +11,9 @@ import click
 def demo_recipe():
     import yaml
 
-    from toolkit.recipe import load_recipe
+    from toolkit.pipeline.recipe import load_recipe
 
-    text = resources.files("toolkit").joinpath("demo.yaml").read_text()
+    text = resources.files("toolkit.pipeline").joinpath("demo.yaml").read_text()
     return load_recipe(yaml.safe_load(text))
 
 
@@ -41,7 +41,7 @@ def command(out_dir: Path, force: bool, dry_run: bool, show_recipe: bool) -> Non
     if show_recipe:
         from toolkit.console import emit
 
-        text = resources.files("toolkit").joinpath("demo.yaml").read_text()
+        text = resources.files("toolkit.pipeline").joinpath("demo.yaml").read_text()
         emit({"recipe": text}, text)
         return
     from toolkit.commands.run import run_and_print

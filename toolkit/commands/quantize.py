@@ -117,7 +117,7 @@ def _warn_unknown_nodes(model, exclude_nodes) -> None:
     from toolkit.safety import check_onnx_file
 
     check_onnx_file(path)
-    from toolkit.quantize.onnx import all_nodes
+    from toolkit.quantize.onnx_modes import all_nodes
 
     names = {node.name for node in all_nodes(onnx.load(str(path), load_external_data=False).graph)}
     unknown = [name for name in exclude_nodes if name not in names]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from toolkit.common.units import human_bytes, human_months, human_ms
 from toolkit.console import emit, info
-from toolkit.format import human_bytes, human_months, human_ms
 
 
 def summary_text(result) -> str:
@@ -64,7 +64,7 @@ the break-even scenario reruns only the report.
 @click.option("--dry-run", is_flag=True, help="Print the plan (what would run, what would be reused).")
 def command(recipe_file: Path, out_dir: Path | None, force: bool, dry_run: bool) -> None:
     """Run a recipe: source, distill, export, quantize, validate, bench, break-even."""
-    from toolkit.recipe import load_recipe
+    from toolkit.pipeline.recipe import load_recipe
 
     recipe = load_recipe(recipe_file)
     run_and_print(recipe, out_dir or Path("exported") / recipe.name, force, dry_run)

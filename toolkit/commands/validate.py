@@ -76,7 +76,7 @@ def command(candidate, reference, data, out_dir, max_drop, min_agreement, min_sq
 
 
 def summary_text(report, out_dir) -> str:
-    from toolkit.reports.validation import per_layer_text
+    from toolkit.validate.report import per_layer_text
 
     lines = [f"{report.candidate} vs {report.reference} on {report.data} ({report.samples} examples)"]
     for m in report.outputs:

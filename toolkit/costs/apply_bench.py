@@ -84,7 +84,7 @@ def _edge(parser, bench: BenchRecord, edge_device: str | None) -> None:
         values["power_w"] = bench.power_w
         sources["power_w"] = f"bench {bench.path}: {bench.power_source}"
     elif "power_w" not in values and bench.device and not edge_device:
-        from toolkit.costs.profiles import device_profile
+        from toolkit.costs.device_figures import device_profile
         from toolkit.errors import BadInput
 
         try:

@@ -141,7 +141,7 @@ def _latency(data: dict) -> Decimal | None:
 
 def _power(data: dict, profile: dict) -> tuple[Decimal | None, str | None]:
     """Active power: the device's typical (else max) draw, from the bench record or its profile."""
-    from toolkit.costs.profiles import _power as profile_power
+    from toolkit.costs.device_figures import _power as profile_power
 
     top = data.get("power_w")
     if top is not None and not isinstance(top, dict):

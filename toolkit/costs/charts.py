@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 
-from toolkit.costs import format as fmt
+from toolkit.costs import money as fmt
 
 CLOUD = "#d9534f"
 EDGE = "#2a7ab0"

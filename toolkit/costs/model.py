@@ -315,7 +315,7 @@ def _crossing_reason(rows: list[Month], month: int) -> str:
 
 
 def _never(inputs: Inputs, rows: list[Month], one_off: Decimal) -> Outcome:
-    from toolkit.costs.format import money
+    from toolkit.costs.money import money
 
     horizon = len(rows)
     last = rows[-1] if rows else month_costs(inputs, 1)

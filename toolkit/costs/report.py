@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from toolkit.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
-from toolkit.costs import format as fmt
+from toolkit.costs import money as fmt
 from toolkit.costs.model import DAYS_PER_MONTH
 
 REPORT_FILES = ("breakeven.md", "breakeven.json", "breakeven.html", "cumulative.png", "monthly.png", "tornado.png")

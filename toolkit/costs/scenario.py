@@ -376,7 +376,7 @@ class _Parser:
         return "the users' own devices" if own and "devices" not in self.values else "dedicated devices"
 
     def _device(self, edge: dict) -> None:
-        from toolkit.costs.profiles import device_profile
+        from toolkit.costs.device_figures import device_profile
 
         name = str(edge["device"])
         try:

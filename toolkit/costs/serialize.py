@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-from toolkit.costs import format as fmt
+from toolkit.costs import money as fmt
 from toolkit.costs.model import DAYS_PER_MONTH
 
 

@@ -148,7 +148,7 @@ def _onnx_dtype(type_name: str) -> str:
 
 
 # Examples and batches. A copy of toolkit.data.batch_axis / output_axis and
-# toolkit.quantize.common.fixed_batch (this file cannot import toolkit): keep them in step.
+# toolkit.quantize.calibration.fixed_batch (this file cannot import toolkit): keep them in step.
 
 
 def _fixed(dim) -> bool:

@@ -65,11 +65,11 @@ def export(spec_or_source, to: str, out_dir=None, *, opset: int = 18, dynamic_ba
     verbose(f"exporting {source.spec} ({source.kind}) to {to} ...")
     with staged_folder(target, force) as stage:
         if to == "onnx":
-            from toolkit.export.onnx import export_onnx
+            from toolkit.export.to_onnx import export_onnx
 
             model_path, notes = export_onnx(source, stage, opset=opset, dynamic_batch=dynamic_batch)
         else:
-            from toolkit.export.tflite import export_tflite
+            from toolkit.export.to_tflite import export_tflite
 
             if dynamic_batch:
                 warn("TFLite models are exported with a fixed batch; runtimes resize it when given another")

@@ -58,7 +58,7 @@ def default_out_dir(model: str | os.PathLike, mode: str) -> Path:
 
 def model_bytes(model_path: Path) -> int:
     if model_path.suffix.lower() == ".onnx":
-        from toolkit.quantize.onnx import model_bytes as onnx_bytes
+        from toolkit.quantize.onnx_modes import model_bytes as onnx_bytes
 
         return onnx_bytes(model_path)
     return model_path.stat().st_size
@@ -83,7 +83,7 @@ def quantize(
     named nodes in float (ONNX node names; for TFLite, a substring of tensor names).
     """
     from toolkit.artifacts import check_writable, resolve_model, staged_folder, write_manifest
-    from toolkit.quantize.common import quiet_output
+    from toolkit.quantize.calibration import quiet_output
     from toolkit.quantize.modes import check_method, get_mode
     from toolkit.runtime import open_model
 
@@ -167,7 +167,7 @@ def prepare_calibration(calibration, specs, mode, calibration_size: int):
     """Load and check calibration data before any expensive work; None where the mode needs none."""
     from toolkit.console import warn
     from toolkit.data import Dataset, check_matches, load_data
-    from toolkit.quantize.common import example_count, take
+    from toolkit.quantize.calibration import example_count, take
 
     names = [spec.name for spec in specs]
     if calibration is None:
@@ -200,7 +200,7 @@ def _manifest(stage, model, model_path, spec, options, dataset, notes, size, flo
         "ai-edge-quantizer", "ai-edge-litert")
     calibration = None
     if dataset is not None:
-        from toolkit.quantize.common import example_count
+        from toolkit.quantize.calibration import example_count
 
         calibration = {"data": dataset.name, "examples": example_count(dataset)}
     return new_manifest(

@@ -147,7 +147,7 @@ def auto_quantize(
     from toolkit.quantize.modes import modes_for
     from toolkit.runtime import open_model
     from toolkit.validate import check_gates
-    from toolkit.validate_run import prepare_feeds, run_side
+    from toolkit.validate.sides import prepare_feeds, run_side
 
     started = time.perf_counter()
     check_gates(max_drop, min_agreement, None)
@@ -221,7 +221,7 @@ def _last_int8(plan) -> str | None:
 def _mixed_precision(state, started: float, budget_s: float) -> Try | None:
     """Keep the worst nodes of the static int8 try in float, more each time; the first that passes."""
     from toolkit.console import info
-    from toolkit.per_layer import per_layer_error
+    from toolkit.validate.per_layer import per_layer_error
 
     base = next((t for t in state.tries if t.mode == "static-int8" and not t.error and not t.excluded), None)
     if base is None or time.perf_counter() - started >= budget_s:
@@ -287,8 +287,8 @@ class _State:
     def _judge(self, attempt: Try, model_path: Path) -> None:
         from toolkit.artifacts import update_manifest
         from toolkit.runtime import open_model
-        from toolkit.validate_metrics import compare_outputs, evaluate_gates, match_outputs
-        from toolkit.validate_run import prepare_feeds, run_side
+        from toolkit.validate.metrics import compare_outputs, evaluate_gates, match_outputs
+        from toolkit.validate.sides import prepare_feeds, run_side
 
         runner = open_model(model_path)
         outputs = run_side(runner, prepare_feeds(self.dataset, runner, "data"))
@@ -309,9 +309,9 @@ class _State:
     def _timer(self, model_path: Path):
         """A warmed-up runner (1 thread) and its feed: the data's first example (batch 1)."""
         from toolkit.data import batch_axes, slice_examples
-        from toolkit.quantize.common import fixed_batch, quiet_output
+        from toolkit.quantize.calibration import fixed_batch, quiet_output
         from toolkit.runtime import open_model
-        from toolkit.validate_run import prepare_feeds
+        from toolkit.validate.sides import prepare_feeds
 
         with quiet_output():
             runner = open_model(model_path, threads=1)
@@ -414,7 +414,7 @@ def _timed_runs(runner, feeds, runs: int) -> list[float]:
 
 
 def _reference_accuracy(outputs, dataset) -> float | None:
-    from toolkit.validate_metrics import _labels_fit, top1_accuracy
+    from toolkit.validate.metrics import _labels_fit, top1_accuracy
 
     if dataset.labels is None:
         return None

@@ -32,52 +32,52 @@ class QuantMode:
 
 MODES: list[QuantMode] = [
     QuantMode(
-        "dynamic-int8", "onnx", "toolkit.quantize.onnx:dynamic_int8", False,
+        "dynamic-int8", "onnx", "toolkit.quantize.onnx_modes:dynamic_int8", False,
         "int8 weights; MatMul activations quantized at run time, Conv weight-only per channel; no data needed",
         "onnxruntime",
     ),
     QuantMode(
-        "static-int8", "onnx", "toolkit.quantize.onnx:static_int8", True,
+        "static-int8", "onnx", "toolkit.quantize.onnx_modes:static_int8", True,
         "int8 weights and activations, QDQ, per-channel; calibrated (minmax, entropy or percentile)",
         "onnxruntime",
     ),
     QuantMode(
-        "fp16", "onnx", "toolkit.quantize.onnx:fp16", False,
+        "fp16", "onnx", "toolkit.quantize.onnx_modes:fp16", False,
         "float16 weights and compute, float32 inputs and outputs kept; half the size",
         "onnxruntime",
     ),
     QuantMode(
-        "int4-weight", "onnx", "toolkit.quantize.onnx:int4_weight", False,
+        "int4-weight", "onnx", "toolkit.quantize.onnx_modes:int4_weight", False,
         "int4 block-wise weights of MatMul (MatMulNBits; Gemm rewritten to MatMul first), rest float",
         "onnxruntime",
     ),
     QuantMode(
-        "dynamic-int8-int4emb", "onnx", "toolkit.quantize.onnx:dynamic_int8_int4emb", False,
+        "dynamic-int8-int4emb", "onnx", "toolkit.quantize.onnx_modes:dynamic_int8_int4emb", False,
         "dynamic-int8 MatMuls, embedding tables int4 (standard ops), LayerNorm kept fast; no data needed",
         "onnxruntime",
     ),
     QuantMode(
-        "dynamic-int8", "tflite", "toolkit.quantize.tflite:dynamic_int8", False,
+        "dynamic-int8", "tflite", "toolkit.quantize.tflite_modes:dynamic_int8", False,
         "int8 channel-wise weights, activations quantized at run time (dynamic range)",
         "ai-edge-quantizer",
     ),
     QuantMode(
-        "weight-int8", "tflite", "toolkit.quantize.tflite:weight_int8", False,
+        "weight-int8", "tflite", "toolkit.quantize.tflite_modes:weight_int8", False,
         "int8 weights dequantized before a float op: float accuracy, a quarter of the size",
         "ai-edge-quantizer",
     ),
     QuantMode(
-        "weight-int4", "tflite", "toolkit.quantize.tflite:weight_int4", False,
+        "weight-int4", "tflite", "toolkit.quantize.tflite_modes:weight_int4", False,
         "int4 weights dequantized before a float op: smallest file, float compute",
         "ai-edge-quantizer",
     ),
     QuantMode(
-        "static-int8", "tflite", "toolkit.quantize.tflite:static_int8", True,
+        "static-int8", "tflite", "toolkit.quantize.tflite_modes:static_int8", True,
         "full integer: int8 weights, activations and I/O; calibrated (minmax)",
         "ai-edge-quantizer",
     ),
     QuantMode(
-        "fp16", "tflite", "toolkit.quantize.tflite:fp16", False,
+        "fp16", "tflite", "toolkit.quantize.tflite_modes:fp16", False,
         "float16 weights (cast back to float32 at load or run on fp16 hardware); half the size",
         "ai-edge-quantizer",
     ),

@@ -1,6 +1,6 @@
 """Graph rewrites for dynamic-int8-int4emb: int4 embedding tables and an unfused LayerNorm.
 
-See `toolkit.quantize.onnx.dynamic_int8_int4emb` for the measurements behind them.
+See `toolkit.quantize.onnx_modes.dynamic_int8_int4emb` for the measurements behind them.
 """
 
 from __future__ import annotations

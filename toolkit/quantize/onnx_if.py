@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.quantize.onnx import _is_large, all_nodes
+from toolkit.quantize.onnx_modes import _is_large, all_nodes
 
 
 def specialise_ifs(model_path: Path, feeds: list[dict], workdir: Path) -> tuple[Path, dict] | None:

@@ -79,7 +79,7 @@ def load_hf(folder: Path, pins: dict, *, trust_remote_code: bool) -> Source:
 
 
 def load_model(folder: Path, config: dict, *, trust_remote_code: bool):
-    from toolkit.export.quiet import quiet
+    from toolkit.common.quiet import quiet
 
     with quiet():
         import transformers

@@ -528,6 +528,6 @@ def safe_extract(archive: Path, dest: Path, max_bytes: int = 4 * 2**30, max_file
     members, more than `max_bytes` once expanded (CVE-2007-4559, zip bombs). The
     members land in a staging folder that replaces `dest` only when all succeeded.
     """
-    from toolkit.safe_archive import extract
+    from toolkit.safety.archive import extract
 
     return extract(archive, dest, max_bytes=max_bytes, max_files=max_files)

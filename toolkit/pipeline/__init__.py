@@ -18,7 +18,7 @@ from toolkit import __version__
 from toolkit.artifacts import atomic_write_json, sha256_file, sha256_json
 from toolkit.console import info
 from toolkit.errors import BadInput
-from toolkit.recipe import Recipe
+from toolkit.pipeline.recipe import Recipe
 
 STEP_RECORD = "step.json"
 RUN_MARKER = "edgeward-run.json"
@@ -184,7 +184,7 @@ def run(recipe: Recipe, out_dir: str | Path, *, force: bool = False, dry_run: bo
     if not dry_run:
         atomic_write_json(out_dir / RUN_MARKER, {"recipe": recipe.name, "edgeward": __version__})
     if not dry_run:
-        from toolkit.pipeline_report import write_index
+        from toolkit.pipeline.report import write_index
 
         write_index(report, recipe, rows, steps, done, records)
     return PipelineResult(out_dir, records, rows, report, time.perf_counter() - started)

@@ -87,7 +87,7 @@ class TfliteRunner:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
             raise missing_library("ai-edge-litert") from None
-        from toolkit.quantize.common import quiet_output
+        from toolkit.quantize.calibration import quiet_output
         from toolkit.safety import check_tflite_file
 
         check_tflite_file(path)
@@ -229,7 +229,7 @@ def run_batched(runner, inputs: dict[str, np.ndarray], batch_size: int = 256) ->
     padded by repeating its final example, and the padding's outputs are dropped.
     """
     from toolkit.data import batch_axes, example_total, output_axis, slice_examples
-    from toolkit.quantize.common import fixed_batch
+    from toolkit.quantize.calibration import fixed_batch
 
     specs = list(getattr(runner, "inputs", None) or [])
     axes = batch_axes(inputs, specs)

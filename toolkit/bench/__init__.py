@@ -57,7 +57,7 @@ def bench(model, *, device: str = "localhost", runs: int = 50, warmup: int = 5, 
               "host": {"platform": platform.platform(), "python": platform.python_version()},
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if estimate:
-        from toolkit.estimate import estimate as estimate_model
+        from toolkit.bench.estimate import estimate as estimate_model
 
         figures = estimate_model(path, profile)
         latency = figures["latency"] or {}

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from toolkit.artifacts import atomic_write_text
-from toolkit.format import human_bytes, human_months, human_ms
+from toolkit.common.units import human_bytes, human_months, human_ms
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#1a1a1a}

@@ -23,9 +23,9 @@ import numpy as np
 
 from toolkit.console import info
 from toolkit.data import Dataset, load_data
+from toolkit.distill import hf_layers as hf
+from toolkit.distill.students import Student, Teacher, load_teacher, make_student, parameter_count
 from toolkit.errors import BadInput
-from toolkit.models import hf
-from toolkit.models.students import Student, Teacher, load_teacher, make_student, parameter_count
 
 VALIDATION_SHARE = 0.1  # held out of the training data when no validation data is given
 

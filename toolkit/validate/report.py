@@ -166,7 +166,7 @@ def histogram_png(name: str, errors) -> bytes:
 
 
 def per_layer_png(result) -> bytes:
-    from toolkit.per_layer import CAP_DB
+    from toolkit.validate.per_layer import CAP_DB
 
     plt = _figure()
     layers = result.layers

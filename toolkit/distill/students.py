@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit.distill import hf_layers as hf
 from toolkit.errors import BadInput
-from toolkit.models import hf
 from toolkit.models.digits import FAMILIES, INPUT_NAME
 
 

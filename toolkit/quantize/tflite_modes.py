@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import BadInput
-from toolkit.quantize.common import calibration_batches, quiet_output
+from toolkit.quantize.calibration import calibration_batches, quiet_output
 
 
 def _recipe(kind: str, *, per_channel: bool = True, exclude_nodes=None, bits: int = 8):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from toolkit.common.quiet import quiet
 from toolkit.errors import BadInput, Unsupported
-from toolkit.export.quiet import quiet
 
 TWO_GB = 2 * 1024**3
 MODEL_FILE = "model.onnx"

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import BadInput
-from toolkit.validate_metrics import (
+from toolkit.validate.metrics import (
     Gate,
     OutputMetrics,
     compare_outputs,
@@ -63,7 +63,7 @@ class ValidationReport:
     reference_format: str = ""
     device: str | None = None
     shape_checks: list[ShapeCheck] = field(default_factory=list)
-    per_layer: object | None = None  # toolkit.per_layer.PerLayerResult
+    per_layer: object | None = None  # toolkit.validate.per_layer.PerLayerResult
     seconds: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     # kept for the charts, not serialised: output name -> candidate - reference
@@ -189,7 +189,7 @@ def validate(
     `batch_size` matters for dynamic quantization, whose activation scales depend on the
     batch (use 1 to see what a one-request-at-a-time device sees).
     """
-    from toolkit.validate_run import feed_count, load_side, prepare_feeds, run_candidate, run_side
+    from toolkit.validate.sides import feed_count, load_side, prepare_feeds, run_candidate, run_side
 
     check_gates(max_drop, min_agreement, min_sqnr)
     if top < 1:
@@ -238,7 +238,7 @@ def validate(
         timings["per_layer"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
     if out_dir is not None:
-        from toolkit.reports.validation import write_report
+        from toolkit.validate.report import write_report
 
         report.files = write_report(report, Path(out_dir))
     if record and cand.artifact is not None:
@@ -275,7 +275,7 @@ def _check_output_counts(cand_runner, ref_runner) -> None:
 
 
 def _shape_check(cand, ref, dataset, shape_set: dict[str, list[int]], device) -> ShapeCheck:
-    from toolkit.validate_run import prepare_feeds, random_inputs, run_candidate, run_side
+    from toolkit.validate.sides import prepare_feeds, random_inputs, run_candidate, run_side
 
     inputs = random_inputs(dataset, shape_set)
     check = ShapeCheck(shapes={name: list(array.shape) for name, array in inputs.items() if name in shape_set}, ran=False)
@@ -305,7 +305,7 @@ def _shape_gates(check: ShapeCheck, min_agreement, min_sqnr) -> list[Gate]:
 
 
 def _per_layer(cand, ref, dataset, top: int, batch_size: int):
-    from toolkit.per_layer import per_layer_error
+    from toolkit.validate.per_layer import per_layer_error
 
     return per_layer_error(cand.model_path, _float_parent(cand, ref), dataset, top=top,
                            batch_size=min(batch_size, 64))

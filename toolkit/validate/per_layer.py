@@ -211,7 +211,7 @@ def _onnx_sqnr(candidate: Path, parent: Path, data, batch_size: int):
     noise: dict[str, float] = dict.fromkeys(mapping, 0.0)
     skipped: set[str] = set()
     from toolkit.data import batch_axes, example_total, slice_examples
-    from toolkit.quantize.common import fixed_batch
+    from toolkit.quantize.calibration import fixed_batch
 
     # Each input cut along its own example axis (silero-vad's state [2, batch, 128]: axis 1);
     # 0-d inputs (a sample rate) go whole with every batch.
@@ -304,7 +304,7 @@ def _specs(session) -> list:
 
 
 def _feeds_for(dataset, session) -> dict[str, np.ndarray]:
-    from toolkit.validate_run import prepare_feeds
+    from toolkit.validate.sides import prepare_feeds
 
     class _Specs:
         inputs = _specs(session)
@@ -345,7 +345,7 @@ def _tflite_sqnr(candidate: Path, parent: Path, data):
         by_name = {name: array for name, (_, array) in zip(runner_inputs, values, strict=True)}
     details = dict(interpreter.get_signature_runner(key).get_input_details())  # signature name -> detail
     from toolkit.data import batch_axes, example_total, slice_examples
-    from toolkit.quantize.common import fixed_batch
+    from toolkit.quantize.calibration import fixed_batch
     from toolkit.runtime import TensorSpec
 
     specs = [TensorSpec(name, [int(d) if d >= 0 else None for d in detail.get("shape_signature", detail["shape"])], "")

@@ -283,7 +283,7 @@ def run_isolated(argv: list[str], limits: Limits | None = None) -> int:
     limits = limits or Limits.from_env()
     command = command_of(argv) or "edgeward"
     device = command in DEVICE_COMMANDS and ("--device" in argv or any(a.startswith("--device=") for a in argv))
-    proc = spawn(python_argv("from toolkit.isolation import child_main; child_main()", *argv))
+    proc = spawn(python_argv("from toolkit.safety.isolation import child_main; child_main()", *argv))
     outcome = supervise(proc, limits, label=f"edgeward {command}", timeout_exit=4 if device else 2)
     if outcome.message:
         sys.stdout.flush()
@@ -386,7 +386,7 @@ def call_isolated(target: str, *args, limits: Limits | None = None, quiet: bool 
         response = Path(folder) / "response.json"
         request.write_text(json.dumps({"target": target, "args": args, "kwargs": kwargs}))
         output = subprocess.DEVNULL if quiet else None
-        proc = spawn(python_argv("from toolkit.isolation import _call_child; _call_child()",
+        proc = spawn(python_argv("from toolkit.safety.isolation import _call_child; _call_child()",
                                  str(request), str(response)), stdout=output, stderr=output)
         outcome = supervise(proc, limits, label=target, forward_signals=False)
         if outcome.message:

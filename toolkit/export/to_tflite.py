@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from toolkit.common.quiet import quiet
 from toolkit.errors import BadInput, Unsupported
-from toolkit.export.quiet import quiet
 
 MODEL_FILE = "model.tflite"
 
@@ -41,8 +41,8 @@ def _torchscript_via_onnx(source):
     """torch.export cannot trace a ScriptModule; its ONNX graph can be rebuilt as plain torch."""
     import tempfile
 
-    from toolkit.export.onnx import export_torch
     from toolkit.export.onnx_to_torch import onnx_to_torch
+    from toolkit.export.to_onnx import export_torch
 
     with tempfile.TemporaryDirectory(prefix="edgeward-ts-") as folder:
         path = Path(folder) / "model.onnx"

@@ -1,0 +1,1 @@
+"""Small helpers every layer shares: tensor specs, batching, text, units, a quiet stdout."""

@@ -1,1 +1,0 @@
-"""Report writers (Markdown, JSON, PNG charts) kept apart from the stages that compute the figures."""
