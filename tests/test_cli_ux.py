@@ -131,3 +131,23 @@ def test_quantize_takes_relative_paths(run_cli, tmp_path, digits_cnn_onnx, monke
         assert result.exit_code == 0, result.stderr
         assert (tmp_path / f"out-{mode}" / "model.onnx").is_file()
     assert not list(tmp_path.glob("*.data"))
+
+
+def test_library_warnings_and_log_lines_read_as_before(run_cli, digits_cnn_onnx, tmp_path):
+    """The library warns (EdgewardWarning) and logs; the CLI prints them as `warning: ...` and plain
+    lines (DEBUG ones only with -v), every time, and leaves logging and warnings as it found them."""
+    import logging
+    import warnings
+
+    showwarning = warnings.showwarning
+    for run in (1, 2):  # a warning from the same line is shown again, not once per process
+        result = run_cli("quantize", digits_cnn_onnx, "--mode", "dynamic-int8", "--calibration",
+                         "builtin:digits:train", "-o", tmp_path / f"int8-{run}")
+        assert result.exit_code == 0, result.stderr
+        assert result.stderr.splitlines() == ["warning: dynamic-int8 does not use calibration data; ignoring it"]
+    quiet = run_cli("export", digits_cnn_onnx, "--to", "onnx", "-o", tmp_path / "quiet")
+    chatty = run_cli("-v", "export", digits_cnn_onnx, "--to", "onnx", "-o", tmp_path / "chatty")
+    assert quiet.exit_code == 0 and chatty.exit_code == 0, chatty.stderr
+    assert "exporting" not in quiet.stderr
+    assert f"exporting {digits_cnn_onnx} (onnx) to onnx ..." in chatty.stderr.splitlines()
+    assert logging.getLogger("toolkit").handlers == [] and warnings.showwarning is showwarning

@@ -151,3 +151,33 @@ def test_adb_without_adb_installed_is_a_device_fault(run_cli, digits_cnn_tflite,
     monkeypatch.setenv("PATH", "/nonexistent")
     result = run_cli("bench", digits_cnn_tflite, "--device", "pixel-8")
     assert result.exit_code == 4 and "adb" in result.stderr
+
+
+def test_profile_unknown_keys_and_every_problem_are_reported_together(tmp_path):
+    from toolkit.devices.profiles import load_profile
+    from toolkit.errors import BadInput
+
+    base = (Path(__file__).parent.parent / "device_profiles" / "raspberry-pi-5.yaml").read_text()
+    text = (base.replace("idle: {value: 2.7,", "idle: {value: -2.7,")
+            .replace("ram_mb: {value: 8192,", "ram_mb: {value: 8192, unit: GB,")
+            .replace("  user: pi\n", "  user: pi\n  port: 0\n") + "colour: red\n")
+    with pytest.raises(BadInput) as caught:
+        load_profile(_write(tmp_path, "many", text))
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and "many.yaml" in message
+    for words in ("'power_w.idle' is negative (-2.7)", "unknown field 'ram_mb.unit'", "unknown field 'colour'",
+                  "'transport.port' must be a positive whole number (found 0)"):
+        assert words in message, words
+
+
+def test_profile_memory_and_storage_in_bytes(tmp_path):
+    from toolkit.devices.profiles import check_profile, get_profile
+
+    pi5 = get_profile("raspberry-pi-5", tmp_path)
+    assert pi5.ram_bytes == 8192 * 2**20 and pi5.storage_bytes == 32 * 10**9 and not pi5.storage_is_flash
+    esp32 = get_profile("esp32-s3", tmp_path)
+    assert esp32.ram_bytes == 512 * 1024 and esp32.storage_bytes == 16 * 2**20 and esp32.storage_is_flash
+    assert pi5.spec.memory_bandwidth_gbps.value == pytest.approx(17.1)
+    assert check_profile(pi5.data) == []
+    _write(tmp_path, "unknown-ram", "extends: raspberry-pi-5\nram_mb: {value: null, unknown: not published}\n")
+    assert get_profile("unknown-ram", tmp_path).ram_bytes is None

@@ -26,18 +26,13 @@ def distilled(tmp_path_factory):
     import contextlib
     import io
 
-    from toolkit import console
     from toolkit.cli import main
 
     out = tmp_path_factory.mktemp("distill") / "digits-student"
-    console.settings.json = True
-    try:
-        stdout = io.StringIO()
-        with contextlib.redirect_stdout(stdout):
-            code = main(["distill", "--teacher", "builtin:digits-cnn", "--student", "shrink:0.5", "--baseline",
-                         "-o", str(out)])
-    finally:
-        console.settings.json = False
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["--json", "distill", "--teacher", "builtin:digits-cnn", "--student", "shrink:0.5", "--baseline",
+                     "-o", str(out)])
     assert code == 0
     return out, json.loads(stdout.getvalue())
 
@@ -106,12 +101,13 @@ def test_factory_student_and_pure_distillation_are_deterministic(tmp_path):
 
     train = load_data("builtin:digits:train")
     unlabeled = Dataset(train.inputs, None, "digits-train-unlabeled")
-    kwargs = dict(val="builtin:digits:test", epochs=3, show_progress=False)
+    kwargs = dict(val="builtin:digits:test", epochs=3)
+    events = []
     first = distill("builtin:digits-cnn", "test_distill:tiny_linear_student", unlabeled, out_dir=tmp_path / "a",
-                    **kwargs)
-    import toolkit
-
-    second = toolkit.distill("builtin:digits-cnn", "test_distill:tiny_linear_student", unlabeled, **kwargs)
+                    progress=events.append, **kwargs)
+    second = distill("builtin:digits-cnn", "test_distill:tiny_linear_student", unlabeled, **kwargs)
+    assert [(e.task, e.completed, e.total) for e in events] == [("distill", 1, 3), ("distill", 2, 3), ("distill", 3, 3)]
+    assert events[-1].status.startswith("loss ") and "val acc" in events[-1].status  # the val data has labels
     for key, value in first.student.state_dict().items():
         assert torch.equal(value, second.student.state_dict()[key])
     assert first.history == second.history
@@ -178,7 +174,7 @@ def test_onnx_teacher_distils_into_a_builtin_student(tmp_path, digits_cnn_onnx, 
     from toolkit.distill import distill
 
     result = distill(str(digits_cnn_onnx), "builtin:digits-mlp", "builtin:digits:train",
-                     val="builtin:digits:test", epochs=4, show_progress=False)
+                     val="builtin:digits:test", epochs=4)
     assert result.teacher_parameters > result.student_parameters > 0
     assert result.teacher_accuracy > 0.95
     assert result.student_accuracy > 0.85

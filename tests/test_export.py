@@ -182,7 +182,7 @@ def test_external_data_escape_through_the_cli(tmp_path, run_cli):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_model_far_from_its_source_is_measured_and_warned(digits_cnn_onnx, digits_test, capfd):
+def test_a_model_far_from_its_source_is_measured_and_warned(digits_cnn_onnx, digits_test):
     import torch
 
     from toolkit.export import measure_error, warn_if_far
@@ -195,6 +195,7 @@ def test_a_model_far_from_its_source_is_measured_and_warned(digits_cnn_onnx, dig
         source.module[0].bias += 0.01  # a real change to the reference: the ONNX file no longer matches
     far = measure_error(source, open_model(digits_cnn_onnx), digits_test)
     assert far["data"] > 1e-3 and far["data_examples"] == len(digits_test)
-    capfd.readouterr()
-    assert warn_if_far(far, "onnx")
-    assert "differs from its source" in capfd.readouterr().err
+    from toolkit.errors import EdgewardWarning
+
+    with pytest.warns(EdgewardWarning, match="differs from its source"):
+        assert warn_if_far(far, "onnx")

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -13,17 +12,16 @@ from toolkit import artifacts
 from toolkit.errors import BadInput
 
 
-def test_help_is_fast_and_imports_no_heavy_library():
+def test_help_imports_no_heavy_library():
+    # how fast --help starts is measured in benchmarks/bench_startup.py, against bare Python
     code = (
-        "import sys, time; t=time.perf_counter(); from toolkit.cli import main; "
+        "import sys; from toolkit.cli import main; "
         "import contextlib, io\n"
         "with contextlib.redirect_stdout(io.StringIO()): main(['--help'])\n"
-        "print(time.perf_counter()-t, [m for m in ('torch','onnxruntime','onnx','numpy','ai_edge_litert') if m in sys.modules])"
+        "print([m for m in ('torch','onnxruntime','onnx','numpy','ai_edge_litert') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    seconds, heavy = out.split(" ", 1)
-    assert float(seconds) < 1.0
-    assert heavy.strip() == "[]"
+    assert out.strip() == "[]"
 
 
 def test_version_and_unknown_command(run_cli):
@@ -34,14 +32,11 @@ def test_version_and_unknown_command(run_cli):
 
 
 def test_global_flags_lifted_from_anywhere():
-    from toolkit import console
     from toolkit.cli import _lift_global_flags
 
-    console.settings.json = False
-    kept = _lift_global_flags(["export", "x", "--json", "-v", "--", "--json"])
+    kept, output = _lift_global_flags(["export", "x", "--json", "-v", "--", "--json"])
     assert kept == ["export", "x", "--", "--json"]
-    assert console.settings.json and console.settings.verbose == 1
-    console.settings.json, console.settings.verbose = False, 0
+    assert output.json and output.verbose == 1
 
 
 def test_staged_folder_swaps_in_only_on_success(tmp_path):
@@ -84,10 +79,11 @@ def test_builtin_cnn_reaches_97_percent_and_is_cached(digits_cnn):
     assert x_test.shape[1:] == (1, 8, 8) and x_test.dtype == np.float32
     assert 0.0 <= x_test.min() and x_test.max() <= 1.0
     assert accuracy(digits_cnn, x_test, y_test) >= 0.97
-    assert (cache_dir() / "builtin-digits-cnn-v1.safetensors").is_file()
-    started = time.perf_counter()
+    weights = cache_dir() / "builtin-digits-cnn-v1.safetensors"
+    assert weights.is_file()
+    written = weights.stat().st_mtime_ns
     again = load_builtin("digits-cnn")
-    assert time.perf_counter() - started < 5
+    assert weights.stat().st_mtime_ns == written  # read from the cache, not trained again
     assert accuracy(again, x_test, y_test) == accuracy(digits_cnn, x_test, y_test)
 
 

@@ -91,7 +91,7 @@ def test_scenarios_with_wrong_types_give_bad_input():
 
 def test_a_yaml_alias_that_contains_itself_is_refused(tmp_path):
     from toolkit.devices.profiles import load_profile
-    from toolkit.safety import load_yaml
+    from toolkit.safety.yaml import load_yaml
 
     try:
         load_yaml("a: &x {b: *x}", what="cyclic")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import descendants
+from processes import command_name, descendants, send_signal
 
 STATE = Path(os.environ.get("EDGEWARD_TESTBED_DIR", "/tmp/edgeward-ssh-testbed"))
 PROFILES = STATE / "profiles"
@@ -82,8 +82,7 @@ def test_a_device_that_stops_answering_ends_within_the_timeout(tmp_path):
             if stopped or "tick" not in line:
                 return
             for pid in set(descendants(listener)) - before:
-                if Path(f"/proc/{pid}/comm").read_text().strip().startswith("sshd"):
-                    os.kill(pid, signal.SIGSTOP)
+                if (command_name(pid) or "").startswith("sshd") and send_signal(pid, signal.SIGSTOP):
                     stopped.append(pid)
 
         started = time.monotonic()
@@ -92,9 +91,9 @@ def test_a_device_that_stops_answering_ends_within_the_timeout(tmp_path):
                 device.run(["-u", "-c", "import time\nwhile True: print('tick', flush=True); time.sleep(0.2)"],
                            timeout=25, on_line=freeze)
         finally:
-            for pid in stopped:
-                os.kill(pid, signal.SIGCONT)
-                os.kill(pid, signal.SIGKILL)
+            for pid in stopped:  # the run's own cleanup may have ended them already
+                send_signal(pid, signal.SIGCONT)
+                send_signal(pid, signal.SIGKILL)
     elapsed = time.monotonic() - started
     assert stopped, "the session's sshd should have been found and frozen"
     assert elapsed < 25 + 10

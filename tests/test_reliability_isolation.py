@@ -52,7 +52,7 @@ def test_typed_errors_cross_the_process_boundary(tmp_path):
     from toolkit.errors import BadInput as Bad
 
     with pytest.raises(Bad, match="no such file"):
-        call_isolated("toolkit.safety:check_exists", str(tmp_path / "missing.onnx"))
+        call_isolated("toolkit.safety.files:check_exists", str(tmp_path / "missing.onnx"))
 
 
 def test_time_limit_stops_a_hang_with_exit_2_and_4_for_device_commands():
@@ -196,7 +196,7 @@ def raw_interpreter(path: str) -> None:
 
 
 def test_a_real_crashing_model_is_contained_and_then_refused_up_front(tmp_path, monkeypatch, digits_cnn_tflite):
-    from toolkit.safety import check_tflite_file
+    from toolkit.safety.tflite import check_tflite_file
 
     model = crashing_tflite(digits_cnn_tflite, tmp_path / "crash.tflite")
     monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests"))

@@ -8,7 +8,6 @@ import json
 import os
 import pickle
 import struct
-import tarfile
 import zipfile
 from pathlib import Path
 
@@ -16,9 +15,13 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from toolkit import safety
 from toolkit.errors import BadInput
+from toolkit.safety.hf import check_hf_folder
 from toolkit.safety.isolation import Limits, call_isolated
+from toolkit.safety.onnx import check_onnx_file
+from toolkit.safety.pickle import checkpoint_kind, refuse_pickle
+from toolkit.safety.safetensors import check_safetensors
+from toolkit.safety.yaml import load_yaml
 
 
 class Canary:
@@ -49,13 +52,13 @@ def evil_checkpoints(folder: Path, canary: Path) -> dict[str, Path]:
 def test_pickle_checkpoints_are_refused_without_unpickling(tmp_path):
     canary = tmp_path / "canary"
     files = evil_checkpoints(tmp_path, canary)
-    assert safety.checkpoint_kind(files["raw"]) == "pickle"
-    assert safety.checkpoint_kind(files["zip"]) == "torch-zip"
+    assert checkpoint_kind(files["raw"]) == "pickle"
+    assert checkpoint_kind(files["zip"]) == "torch-zip"
     for path in files.values():
         with pytest.raises(BadInput, match="refused: .* can run code|may be a pickle"):
-            safety.refuse_pickle(path)
+            refuse_pickle(path)
     assert not canary.exists()
-    assert safety.refuse_pickle(files["raw"], trust_pickle=True) == "pickle"
+    assert refuse_pickle(files["raw"], trust_pickle=True) == "pickle"
 
 
 def test_evil_pickle_through_the_source_loader_writes_nothing(tmp_path):
@@ -87,10 +90,10 @@ def test_torchscript_is_code_and_needs_opt_in(tmp_path):
 
     path = tmp_path / "script.pt"
     torch.jit.script(torch.nn.Linear(2, 2)).save(str(path))
-    assert safety.checkpoint_kind(path) == "torchscript"
+    assert checkpoint_kind(path) == "torchscript"
     with pytest.raises(BadInput, match="TorchScript archive, which is a program"):
-        safety.refuse_pickle(path)
-    assert safety.refuse_pickle(path, trust_code=True) == "torchscript"
+        refuse_pickle(path)
+    assert refuse_pickle(path, trust_code=True) == "torchscript"
 
 
 def test_pt2_is_allowed_but_a_pt2_with_a_malicious_pickle_inside_is_not(tmp_path):
@@ -99,7 +102,7 @@ def test_pt2_is_allowed_but_a_pt2_with_a_malicious_pickle_inside_is_not(tmp_path
     good = tmp_path / "good.pt2"
     program = torch.export.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),))
     torch.export.save(program, str(good))
-    assert safety.refuse_pickle(good) == "pt2"
+    assert refuse_pickle(good) == "pt2"
 
     canary = tmp_path / "canary"
     evil = tmp_path / "evil.pt2"
@@ -112,7 +115,7 @@ def test_pt2_is_allowed_but_a_pt2_with_a_malicious_pickle_inside_is_not(tmp_path
                 data = buffer.getvalue()
             target.writestr(info, data)
     with pytest.raises(BadInput, match="need full pickle"):
-        safety.refuse_pickle(evil)
+        refuse_pickle(evil)
     assert not canary.exists()
     # The source loader (toolkit.sources) must refuse it too, without running it.
     from toolkit.sources import load_source
@@ -149,7 +152,7 @@ def onnx_with_external(folder: Path, location: str) -> Path:
 def test_external_data_locations_that_leave_the_folder_are_refused(tmp_path, location):
     path = onnx_with_external(tmp_path / "m" / "n", location)
     with pytest.raises(BadInput, match="refused"):
-        safety.check_onnx_file(path)
+        check_onnx_file(path)
 
 
 def test_external_data_escape_is_refused_before_any_read(tmp_path):
@@ -174,24 +177,67 @@ def test_external_data_through_links_is_refused(tmp_path):
     path = onnx_with_external(folder, "w.bin")
     (folder / "w.bin").symlink_to(outside / "w.bin")
     with pytest.raises(BadInput, match="symbolic link"):
-        safety.check_onnx_file(path)
+        check_onnx_file(path)
     (folder / "w.bin").unlink()
     os.link(outside / "w.bin", folder / "w.bin")
     with pytest.raises(BadInput, match="hard link"):
-        safety.check_onnx_file(path)
+        check_onnx_file(path)
     (folder / "w.bin").unlink()
     (folder / "sub").symlink_to(outside, target_is_directory=True)
     path = onnx_with_external(folder, "sub/w.bin")
     with pytest.raises(BadInput, match="symbolic link"):
-        safety.check_onnx_file(path)
+        check_onnx_file(path)
     (folder / "data").mkdir()
     (folder / "data" / "w.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
     path = onnx_with_external(folder, "data/w.bin")
-    safety.check_onnx_file(path)  # a plain file inside the folder is fine, and runs
+    check_onnx_file(path)  # a plain file inside the folder is fine, and runs
     from toolkit.runtime import open_model
 
     out = open_model(path).run({"x": np.ones(4, np.float32)})[0]
     assert out.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def external_tensor(name: str, location: str):
+    from onnx import TensorProto, helper
+
+    tensor = helper.make_tensor(name, TensorProto.FLOAT, [4], [0.0] * 4)
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", location
+    return tensor
+
+
+@pytest.mark.parametrize("hiding_place", ["if-branch-constant", "sparse-initializer", "function-constant",
+                                          "loop-body-initializer"])
+def test_external_data_is_found_wherever_a_tensor_hides(tmp_path, hiding_place):
+    from onnx import TensorProto, helper
+
+    evil = external_tensor("w", "../../secret")
+    constant = helper.make_node("Constant", [], ["c"], value=evil)
+    body = helper.make_graph([constant], "body", [], [helper.make_tensor_value_info("c", TensorProto.FLOAT, [4])])
+    nodes = [helper.make_node("Identity", ["x"], ["y"])]
+    initializers, sparse, functions = [], [], []
+    if hiding_place == "if-branch-constant":
+        nodes.append(helper.make_node("If", ["cond"], ["z"], then_branch=body, else_branch=body))
+    elif hiding_place == "sparse-initializer":
+        indices = helper.make_tensor("i", TensorProto.INT64, [1], [0])
+        sparse.append(helper.make_sparse_tensor(evil, indices, [8]))
+    elif hiding_place == "function-constant":
+        functions.append(helper.make_function("local", "f", [], ["c"], [constant], [helper.make_opsetid("", 17)]))
+    else:
+        inner = helper.make_graph([helper.make_node("Identity", ["w"], ["c"])], "loop", [],
+                                  [helper.make_tensor_value_info("c", TensorProto.FLOAT, [4])], [evil])
+        nodes.append(helper.make_node("Loop", ["n", "cond"], ["z"], body=inner))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], initializers,
+                              sparse_initializer=sparse)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], functions=functions)
+    (tmp_path / "m").mkdir()
+    path = tmp_path / "m" / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(BadInput, match=r"refused: external data location '\.\./\.\./secret' leaves"):
+        check_onnx_file(path)
 
 
 # ---------------------------------------------------------------- safetensors
@@ -208,7 +254,7 @@ def test_safetensors_header_checks(tmp_path):
 
     good = tmp_path / "good.safetensors"
     save_file({"a": np.ones((2, 3), np.float32), "b": np.zeros(4, np.int64)}, str(good))
-    header = safety.check_safetensors(good)
+    header = check_safetensors(good)
     assert header["a"]["shape"] == [2, 3]
     entry = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
     cases = {
@@ -227,7 +273,28 @@ def test_safetensors_header_checks(tmp_path):
     cases["not JSON"] = tmp_path / "json.safetensors"
     for message, path in cases.items():
         with pytest.raises(BadInput, match=message):
-            safety.check_safetensors(path)
+            check_safetensors(path)
+
+
+def test_safetensors_errors_from_the_library_become_one_clear_line(tmp_path):
+    entry = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+    cases = {
+        "does not start where the one before it ends": write_safetensors(
+            tmp_path / "hole.safetensors", {"a": {**entry, "data_offsets": [4, 12]}}, b"\0" * 12),
+        "data after the last tensor": write_safetensors(tmp_path / "tail.safetensors", {"a": entry}, b"\0" * 12),
+        "shorter than its 8-byte header": tmp_path / "tiny.safetensors",
+        r"not a valid safetensors header \(invalid type": write_safetensors(
+            tmp_path / "meta.safetensors", {"__metadata__": {"k": 1}, "a": entry}, b"\0" * 8),
+    }
+    (tmp_path / "tiny.safetensors").write_bytes(b"abc")
+    for message, path in cases.items():
+        with pytest.raises(BadInput, match=message) as caught:
+            check_safetensors(path)
+        assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value)
+    good = write_safetensors(tmp_path / "good.safetensors", {"__metadata__": {"format": "np"}, "a": entry}, b"\0" * 8)
+    assert check_safetensors(good) == {"a": {"dtype": "F32", "shape": [2]}, "__metadata__": {"format": "np"}}
+    with pytest.raises(BadInput, match="over the 16-byte limit"):
+        check_safetensors(good, max_header=16)
 
 
 # ---------------------------------------------------------------- Hugging Face folders
@@ -241,71 +308,16 @@ def test_hf_folder_remote_code_and_pickle_weights(tmp_path):
     (folder / "config.json").write_text(json.dumps({"model_type": "x", "auto_map": {"AutoModel": "modeling_x.X"}}))
     (folder / "modeling_x.py").write_text("open('canary', 'w')\n")
     with pytest.raises(BadInput, match=r"wants to run its own code \(modeling_x.py\).*--trust-remote-code"):
-        safety.check_hf_folder(folder)
-    report = safety.check_hf_folder(folder, trust_remote_code=True)
+        check_hf_folder(folder)
+    report = check_hf_folder(folder, trust_remote_code=True)
     assert report.code_files == ["modeling_x.py"] and report.needs_remote_code
 
     (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": 1}, protocol=2))
     with pytest.raises(BadInput, match="only pickle weights"):
-        safety.check_hf_folder(folder)
+        check_hf_folder(folder)
     save_file({"w": np.ones(2, np.float32)}, str(folder / "model.safetensors"))
-    assert safety.check_hf_folder(folder).safetensors == ["model.safetensors"]
-
-
-# ---------------------------------------------------------------- archives
-
-
-def make_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for info, data in members:
-            info.size = len(data) if info.isfile() else 0
-            tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
-    return path
-
-
-def _info(name: str, kind=tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = link
-    return info
-
-
-@pytest.mark.parametrize("name,kind,link,message", [
-    ("../escape.txt", tarfile.REGTYPE, "", "leaves the destination"),
-    ("a/../../escape.txt", tarfile.REGTYPE, "", "leaves the destination"),
-    ("/tmp/abs.txt", tarfile.REGTYPE, "", "absolute"),
-    ("link", tarfile.SYMTYPE, "/etc/passwd", "link or a device"),
-    ("hard", tarfile.LNKTYPE, "/etc/passwd", "link or a device"),
-    ("dev", tarfile.CHRTYPE, "", "link or a device"),
-    ("fifo", tarfile.FIFOTYPE, "", "link or a device"),
-])
-def test_tar_members_that_escape_or_are_special_are_refused(tmp_path, name, kind, link, message):
-    archive = make_tar(tmp_path / "a.tar.gz", [(_info("ok.txt"), b"fine"), (_info(name, kind, link), b"x")])
-    dest = tmp_path / "dest"
-    with pytest.raises(BadInput, match=message):
-        safety.safe_extract(archive, dest)
-    assert not dest.exists() and not (tmp_path / "escape.txt").exists()
-    assert not list(tmp_path.glob(".dest.extract-*"))
-
-
-def test_zip_escape_bomb_and_good_archive(tmp_path):
-    evil = tmp_path / "evil.zip"
-    with zipfile.ZipFile(evil, "w") as bundle:
-        bundle.writestr("../../escape.txt", b"x")
-    with pytest.raises(BadInput, match="leaves the destination"):
-        safety.safe_extract(evil, tmp_path / "d1")
-    bomb = tmp_path / "bomb.zip"
-    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-        bundle.writestr("zeros.bin", b"\0" * (20 * 2**20))
-    assert bomb.stat().st_size < 100_000  # a 1000:1 bomb
-    with pytest.raises(BadInput, match="expands past"):
-        safety.safe_extract(bomb, tmp_path / "d2", max_bytes=2**20)
-    assert not (tmp_path / "d2").exists()
-    good = tmp_path / "good.tar.gz"
-    make_tar(good, [(_info("model/config.json"), b"{}"), (_info("model/w.bin"), b"1234")])
-    dest = safety.safe_extract(good, tmp_path / "d3")
-    assert (dest / "model" / "w.bin").read_bytes() == b"1234"
+    assert check_hf_folder(folder).safetensors == ["model.safetensors"]
 
 
 # ---------------------------------------------------------------- YAML
@@ -316,7 +328,7 @@ def test_yaml_is_safe_loaded_and_bombs_are_refused(tmp_path):
     evil = tmp_path / "evil.yaml"
     evil.write_text(f"x: !!python/object/apply:os.system ['touch {canary}']\n")
     with pytest.raises(BadInput, match="not valid YAML"):
-        safety.load_yaml(evil)
+        load_yaml(evil)
     assert not canary.exists()
     lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
     for index in range(1, 12):
@@ -324,8 +336,8 @@ def test_yaml_is_safe_loaded_and_bombs_are_refused(tmp_path):
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text("\n".join(lines) + "\n")
     with pytest.raises(BadInput, match="alias bomb"):
-        safety.load_yaml(bomb)
-    assert safety.load_yaml("a: 1\nb: [x, y]\n", what="inline") == {"a": 1, "b": ["x", "y"]}
+        load_yaml(bomb)
+    assert load_yaml("a: 1\nb: [x, y]\n", what="inline") == {"a": 1, "b": ["x", "y"]}
 
 
 # ---------------------------------------------------------------- the tree itself

@@ -70,8 +70,8 @@ def test_run_batched_matches_one_whole_run(name, batch_size):
 
 
 def test_output_axis_breaks_ties_with_the_input_signature():
-    from toolkit.data import output_axis
-    from toolkit.runtime import TensorSpec
+    from toolkit.common.batching import output_axis
+    from toolkit.common.tensors import TensorSpec
 
     state = TensorSpec("state", [2, None, 128], "float32")
     chunk = TensorSpec("input", [None, None], "float32")

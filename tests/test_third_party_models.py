@@ -96,7 +96,7 @@ def _validate(run_cli, out: Path, model: Path, npz: Path) -> dict:
 
 
 def test_silero_vad_signature():
-    from toolkit.runtime import open_any
+    from toolkit.sources import open_any
 
     runner = open_any(str(_package_file("silero_vad", "data", "silero_vad.onnx")))
     specs = {spec.name: spec for spec in runner.inputs}
@@ -107,8 +107,9 @@ def test_silero_vad_signature():
 
 
 def test_batch_axis_of_a_state_input():
-    from toolkit.data import Dataset, batch_axis
-    from toolkit.runtime import TensorSpec
+    from toolkit.common.batching import batch_axis
+    from toolkit.common.tensors import TensorSpec
+    from toolkit.data import Dataset
 
     state = TensorSpec("state", [2, None, 128], "float32")
     assert batch_axis(np.zeros((2, 5, 128)), state) == 1

@@ -211,7 +211,6 @@ def test_cross_format_and_tflite(digits_cnn_tflite, digits_cnn_onnx, digits_test
 
 
 def test_builtin_torch_reference(quantized_onnx, digits_test, run_cli):
-    pytest.importorskip("toolkit.sources")
     x, labels = digits_test.inputs["x"], digits_test.labels
     cand = _session_outputs(quantized_onnx["static-int8"] / "model.onnx", x)
     result = run_cli("--json", "validate", quantized_onnx["static-int8"], "--reference", "builtin:digits-cnn",
@@ -224,7 +223,6 @@ def test_builtin_torch_reference(quantized_onnx, digits_test, run_cli):
 
 
 def test_device_option_runs_the_candidate_there(quantized_onnx, digits_cnn_onnx, run_cli):
-    pytest.importorskip("toolkit.devices")
     common = ("--json", "validate", quantized_onnx["static-int8"], "--reference", digits_cnn_onnx, "--data",
               "builtin:digits:test", "--no-record")
     host = run_cli(*common).json()

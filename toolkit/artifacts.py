@@ -58,9 +58,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, data) -> Path:
-    from toolkit.console import _jsonable
+    from toolkit.common.jsonable import json_default
 
-    return atomic_write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+    return atomic_write_text(path, json.dumps(data, indent=2, default=json_default) + "\n")
 
 
 def atomic_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:

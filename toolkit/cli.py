@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from toolkit import __version__
-from toolkit.console import settings
+
+if TYPE_CHECKING:
+    from toolkit.console import OutputMode
 
 # name -> (module path, one-line help). The registry is data: help needs no imports.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("toolkit.commands.bench", "Measure or estimate latency and memory on a device."),
     "devices": ("toolkit.commands.devices", "List, show and check device profiles."),
     "breakeven": ("toolkit.commands.breakeven", "Price on-device inference against the cloud."),
+    "plan": ("toolkit.commands.plan", "Rank every model variant × device by cost at an accuracy floor."),
     "run": ("toolkit.commands.run", "Run a recipe: every stage it names, in order."),
     "demo": ("toolkit.commands.demo", "Run the builtin recipe on the digits model, end to end."),
 }
@@ -72,32 +76,43 @@ def cli(json_output: bool, verbose: int, debug: bool) -> None:
     correctly, and say in money whether that beats the cloud."""
 
 
-def _lift_global_flags(argv: list[str]) -> list[str]:
-    """Accept --json/-v/--debug anywhere before `--`, by setting them and removing them."""
+def _lift_global_flags(argv: list[str]) -> tuple[list[str], OutputMode]:
+    """Accept --json/-v/--debug anywhere before `--`: returns the other arguments and the output mode."""
+    from toolkit.console import OutputMode
+
     kept, passthrough = [], False
+    json_output, verbose, debug = False, 0, False
     for arg in argv:
         if passthrough or arg not in GLOBAL_FLAGS:
             passthrough = passthrough or arg == "--"
             kept.append(arg)
             continue
         if arg == "--json":
-            settings.json = True
+            json_output = True
         elif arg == "--debug":
-            settings.debug = True
+            debug = True
         else:
-            settings.verbose += 2 if arg == "-vv" else 1
-    return kept
+            verbose += 2 if arg == "-vv" else 1
+    return kept, OutputMode(json=json_output, verbose=verbose, debug=debug)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one `edgeward` command in this process; returns its exit code."""
+    from toolkit.console import configured
+
+    argv, output = _lift_global_flags(list(sys.argv[1:] if argv is None else argv))
+    with configured(output):
+        return _run(argv, debug=output.debug)
+
+
+def _run(argv: list[str], *, debug: bool) -> int:
     from toolkit.errors import EdgewardError
 
-    argv = _lift_global_flags(list(sys.argv[1:] if argv is None else argv))
     try:
         cli.main(args=argv, prog_name="edgeward", standalone_mode=False)
         return 0
     except EdgewardError as error:
-        if settings.debug:
+        if debug:
             raise
         click.echo(f"error: {error}", err=True)
         return error.exit_code
@@ -122,18 +137,28 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as error:  # a bug or an input no check foresaw: one line, never a traceback
-        if settings.debug:
+        if debug:
             raise
         text = (str(error).strip().splitlines() or [""])[0][:300]
         click.echo(f"error: unexpected {type(error).__name__}: {text} (rerun with --debug for the traceback)", err=True)
         return 2
 
 
+CHILD_TARGET = "toolkit.cli:run_child"  # what the supervised child process runs
+
+
 def run_entry() -> None:  # pragma: no cover - console script wrapper
     """The console script: model-touching commands run in a supervised child (isolation.py)."""
     from toolkit.safety.isolation import entry
 
-    sys.exit(entry())
+    sys.exit(entry(main, child_target=CHILD_TARGET))
+
+
+def run_child() -> None:  # pragma: no cover - runs in the child process
+    """Inside the supervised child: its limits, then `main` on the child's arguments."""
+    from toolkit.safety.isolation import child_main
+
+    child_main(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

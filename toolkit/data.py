@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.common.batching import batch_axis, example_total, slice_examples
 from toolkit.errors import BadInput
 
 DIGITS_SPLITS = ("all", "train", "test")
@@ -61,85 +62,6 @@ class Dataset:
         return self
 
 
-def _fixed(dim) -> bool:
-    return isinstance(dim, int) and dim > 0
-
-
-def batch_axis(array, spec=None) -> int | None:
-    """The axis of `array` that counts examples: None for a 0-d array (a scalar shared by all).
-
-    Axis 0, unless the model fixes axis 0 to the size the data has there and leaves a later
-    axis symbolic: a recurrent state such as silero-vad's `state` [2, batch, 128] counts
-    its examples on axis 1.
-    """
-    if np.ndim(array) == 0:
-        return None
-    shape = list(getattr(spec, "shape", None) or [])
-    if len(shape) != np.ndim(array) or not _fixed(shape[0]) or np.shape(array)[0] != shape[0]:
-        return 0
-    return next((axis for axis, dim in enumerate(shape[1:], 1) if not _fixed(dim)), 0)
-
-
-def batch_axes(inputs: dict[str, np.ndarray], specs=None) -> dict[str, int | None]:
-    by_name = {spec.name: spec for spec in specs or []}
-    return {name: batch_axis(array, by_name.get(name)) for name, array in inputs.items()}
-
-
-def example_total(inputs: dict[str, np.ndarray], axes: dict[str, int | None]) -> int:
-    """Examples in a set of arrays: the shortest along its example axis; 1 if all are scalars."""
-    lengths = [np.shape(array)[axes.get(name, 0)] for name, array in inputs.items()
-               if np.ndim(array) > 0 and axes.get(name, 0) is not None]
-    return min(lengths) if lengths else (1 if inputs else 0)
-
-
-def slice_examples(inputs: dict[str, np.ndarray], axes: dict[str, int | None], start: int, stop: int) -> dict:
-    """Examples start..stop of every array along its example axis; scalars are passed whole."""
-    result = {}
-    for name, array in inputs.items():
-        axis = axes.get(name, 0) if np.ndim(array) > 0 else None
-        if axis is None:
-            result[name] = array
-        else:
-            index = [slice(None)] * np.ndim(array)
-            index[axis] = slice(start, stop)
-            result[name] = array[tuple(index)]
-    return result
-
-
-def output_axis(output, count: int, spec=None, inputs=()) -> int | None:
-    """The axis of a model output that counts a batch of `count` examples (None for a 0-d output).
-
-    An axis whose symbolic name is the one an input's example axis carries (silero-vad's
-    `stateN` [.., "batch", ..]); else the only axis `count` long; where several are (a batch
-    of 2 and a state [2, 2, 128]), the example axis of an input whose fixed dims the output
-    repeats (`state` [2, ?, 128] -> 1); else axis 0. `inputs`: (TensorSpec, example axis) pairs.
-    """
-    shape = np.shape(output)
-    if not shape:
-        return None
-    dims = list(getattr(spec, "shape", None) or [])
-    names = {s.shape[axis] for s, axis in inputs
-             if axis is not None and s is not None and len(s.shape) > axis and isinstance(s.shape[axis], str)}
-    if len(dims) == len(shape):
-        named = [axis for axis, dim in enumerate(dims) if isinstance(dim, str) and dim in names and shape[axis] == count]
-        if named:
-            return named[0]
-    candidates = [axis for axis, length in enumerate(shape) if length == count]
-    if len(candidates) <= 1:
-        return candidates[0] if candidates else 0
-    best, best_fixed = None, 0
-    for s, axis in inputs:
-        in_dims = list(getattr(s, "shape", None) or [])
-        if axis not in candidates or len(in_dims) != len(shape):
-            continue
-        fixed = [i for i, dim in enumerate(in_dims) if i != axis and _fixed(dim)]
-        if fixed and len(fixed) > best_fixed and all(in_dims[i] == shape[i] for i in fixed):
-            best, best_fixed = axis, len(fixed)
-    if best is not None:
-        return best
-    return 0 if 0 in candidates else candidates[0]
-
-
 def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """scikit-learn's bundled digits as float32 [N,1,8,8] in [0,1], with the fixed split.
 
@@ -182,11 +104,12 @@ def load_npz(path: str | Path) -> Dataset:
     if not arrays:
         raise BadInput(f"{path} holds no input arrays (only 'labels')")
     dataset = Dataset(arrays, labels, name=str(path))
-    _check_consistent(dataset)
+    check_consistent(dataset)
     return dataset
 
 
-def _check_consistent(dataset: Dataset) -> None:
+def check_consistent(dataset: Dataset) -> None:
+    """Raise BadInput for data with no examples, or with labels that do not match its examples."""
     lengths = {name: (array.shape[0] if array.ndim else None) for name, array in dataset.inputs.items()}
     if len(dataset) == 0:
         raise BadInput(f"{dataset.name}: the data has no examples")
@@ -217,7 +140,7 @@ def load_data(spec: str | Path, input_names: list[str] | None = None) -> Dataset
 def check_matches(dataset: Dataset, specs) -> None:
     """Raise BadInput unless the data's names, ranks and fixed dims fit the model's inputs.
 
-    `specs` are `toolkit.runtime.TensorSpec`s.
+    `specs` are `toolkit.common.tensors.TensorSpec`s.
     """
     expected = {spec.name: spec for spec in specs}
     missing = [name for name in expected if name not in dataset.inputs]

@@ -31,5 +31,9 @@ class DeviceError(EdgewardError):
     exit_code = 4
 
 
+class EdgewardWarning(UserWarning):
+    """Something worth knowing that did not stop the work (the CLI shows it as `warning: ...`)."""
+
+
 def missing_library(package: str, extra: str = "ml") -> BadInput:
     return BadInput(f"{package} is not installed: pip install 'edgeward[{extra}]' (or pip install {package})")

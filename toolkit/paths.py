@@ -25,3 +25,19 @@ def config_dir() -> Path:
 
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def builtin_profiles_dir() -> Path:
+    """The builtin device profiles; their `cloud/` subfolder is the price catalogue.
+
+    The repository keeps them in `device_profiles/` at its top level; setup.py ships
+    that folder as the package `toolkit.device_profiles`, in the wheel and in an editable
+    install alike, so importlib.resources finds it in both.
+    """
+    from importlib import resources
+
+    try:
+        folder = resources.files("toolkit.device_profiles")
+    except ModuleNotFoundError:  # a source checkout on PYTHONPATH, never installed
+        return project_root() / "device_profiles"
+    return folder if isinstance(folder, Path) else Path(str(folder))

@@ -12,6 +12,7 @@ import platform
 import time
 from pathlib import Path
 
+from toolkit.common.units import human_bytes, human_ms, human_number
 from toolkit.errors import DeviceError, GateFailed
 
 SOURCE_SUFFIXES = (".pt2", ".pt", ".pth", ".safetensors")  # models `edgeward export` converts
@@ -88,7 +89,8 @@ def bench(model, *, device: str = "localhost", runs: int = 50, warmup: int = 5, 
 def check_model_file(path: Path, spec) -> None:
     """A wrong or corrupt local file is bad input (exit 2), caught before any device is involved."""
     from toolkit.errors import BadInput
-    from toolkit.safety import check_onnx_file, check_tflite_file
+    from toolkit.safety.onnx import check_onnx_file
+    from toolkit.safety.tflite import check_tflite_file
 
     suffix = path.suffix.lower()
     if suffix == ".onnx":
@@ -114,7 +116,7 @@ def check_fit(record: dict) -> None:
 
 def human_summary(record: dict) -> str:
     model = record["model"]
-    lines = [f"model   {model['path']} ({model['format']}, {model['size_bytes'] / 1024:.1f} KiB)",
+    lines = [f"model   {model['path']} ({model['format']}, {human_bytes(model['size_bytes'])})",
              f"device  {record['device']['name']} ({record['device']['kind']})"]
     if record.get("estimate"):
         latency = record.get("latency") or {}
@@ -127,7 +129,7 @@ def human_summary(record: dict) -> str:
             f"{fit['ram_mb']} MB RAM -> {'fits' if fit['fits'] else 'DOES NOT FIT'}",
         ]
         for row in record.get("latency_by_accelerator", []):
-            lines.append(f"latency {_ms(row['latency_ms'])} on {row['accelerator']} ({row['precision']} peak "
+            lines.append(f"latency {human_ms(row['latency_ms'])} on {row['accelerator']} ({row['precision']} peak "
                          f"{row['peak_gops']:g} GOPS, {row['memory_bandwidth_gbps']:g} GB/s): {row['bound']}-bound")
         return "\n".join(lines)
     latency = record["latency_ms"]
@@ -135,24 +137,13 @@ def human_summary(record: dict) -> str:
     lines += [
         f"runtime {runtime.get('name')} {runtime.get('version')} via {record.get('delegate')}, threads "
         f"{record.get('threads')}",
-        f"latency p50 {_ms(latency['p50'])}  p90 {_ms(latency.get('p90'))}  p99 {_ms(latency.get('p99'))}  "
-        f"mean {_ms(latency['mean'])} ± {_ms(latency.get('std'))} over {record.get('runs')} runs "
+        f"latency p50 {human_ms(latency['p50'])}  p90 {human_ms(latency.get('p90'))}  p99 {human_ms(latency.get('p99'))}  "
+        f"mean {human_ms(latency['mean'])} ± {human_ms(latency.get('std'))} over {record.get('runs')} runs "
         f"(warm-up {record.get('warmup')})",
-        f"load    {_ms(record.get('load_ms'))}; first inference {_ms(record.get('first_inference_ms'))}; "
-        f"peak RSS {_fmt(record.get('peak_rss_mb') or record.get('peak_memory_mb'))} MB",
+        f"load    {human_ms(record.get('load_ms'))}; first inference {human_ms(record.get('first_inference_ms'))}; "
+        f"peak RSS {human_number(record.get('peak_rss_mb') or record.get('peak_memory_mb'))} MB",
     ]
     if record.get("drift"):
         lines.append(f"DRIFT   the last third of runs was {record['drift_ratio']:.2f}x the first third "
                      f"(throttling or contention): do not publish this number")
     return "\n".join(lines)
-
-
-def _ms(value) -> str:
-    """A duration given in ms, with its unit: 11.6 µs under a millisecond, else 12.35 ms."""
-    if not isinstance(value, int | float):
-        return "n/a"
-    return f"{value * 1000:.3g} µs" if abs(value) < 1 else f"{value:.4g} ms"
-
-
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, int | float) else "n/a"

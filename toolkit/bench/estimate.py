@@ -72,7 +72,7 @@ def count_onnx(path: Path) -> GraphCount:
     import onnx
     from onnx import numpy_helper
 
-    from toolkit.safety import check_onnx_file
+    from toolkit.safety.onnx import check_onnx_file
 
     model = check_onnx_file(path)  # parsed once, external data confined, weights not loaded
     graph = model.graph
@@ -201,7 +201,7 @@ def _activation_memory(nodes, inputs, outputs, size_of) -> tuple[int, int]:
 def count_tflite(path: Path) -> GraphCount:
     import numpy as np
 
-    from toolkit.safety import check_tflite_file
+    from toolkit.safety.tflite import check_tflite_file
 
     check_tflite_file(path)
     try:

@@ -28,7 +28,9 @@ Examples:
 The digits CNN (trained in seconds on scikit-learn's bundled digits) is distilled into
 a student with half the width, exported to ONNX and TFLite, quantized, validated
 against the teacher, benched on localhost and estimated for a Raspberry Pi 5 and a
-phone, and priced for a fleet of devices. A second run reuses every artifact.
+phone; then every variant is priced for a fleet of Pi 5 boxes and ranked (as `edgeward
+plan` does), each keeping on the device the share its own confidence allows, and the
+cheapest is named in one sentence. A second run reuses every artifact.
 """
 )
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),

@@ -44,7 +44,7 @@ held out for early stopping unless --val is given.
 def command(teacher, student, data, val, out_dir, epochs, lr, batch_size, temperature, alpha, patience, seed,
             baseline, force):
     """Distill a teacher into a smaller student (Hinton knowledge distillation)."""
-    from toolkit.console import emit
+    from toolkit.console import ProgressDisplay, emit
     from toolkit.distill import distill
     from toolkit.errors import BadInput
 
@@ -52,9 +52,10 @@ def command(teacher, student, data, val, out_dir, epochs, lr, batch_size, temper
         if teacher.removeprefix("builtin:") not in ("digits-cnn", "digits-mlp"):
             raise BadInput("--data is required for this teacher (builtin:digits:train is the default only for digits)")
         data = "builtin:digits:train"
-    result = distill(teacher, student, data, val=val, epochs=epochs, lr=lr, batch_size=batch_size,
-                     temperature=temperature, alpha=alpha, seed=seed, patience=patience, baseline=baseline,
-                     out_dir=out_dir, force=force)
+    with ProgressDisplay() as progress:
+        result = distill(teacher, student, data, val=val, epochs=epochs, lr=lr, batch_size=batch_size,
+                         temperature=temperature, alpha=alpha, seed=seed, patience=patience, baseline=baseline,
+                         out_dir=out_dir, force=force, progress=progress)
     emit(result.summary(), _human(result))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from toolkit.common.units import human_bytes
+
 EPILOG = """\b
 Examples:
   edgeward export builtin:digits-cnn --to onnx
@@ -61,5 +63,5 @@ def command(source, to, out_dir, opset, dynamic_batch, input_shapes, data, weigh
         "outputs": result.manifest.get("outputs"),
     }
     checked = "random inputs" + (f" + {error['data_examples']} examples of {error['data_name']}" if "data" in error else "")
-    emit(payload, f"{result.out_dir}: {result.model_path.name} {result.size_bytes / 1024:.1f} KiB, "
+    emit(payload, f"{result.out_dir}: {result.model_path.name} {human_bytes(result.size_bytes)}, "
                   f"max abs error {result.max_abs_error:.3g} vs the source ({checked})")

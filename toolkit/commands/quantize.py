@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from toolkit.common.units import human_bytes
 from toolkit.errors import BadInput
 
 EPILOG = """\b
@@ -78,7 +79,7 @@ def command(model, mode, calibration, method, per_tensor, calibration_size, excl
     emit(
         result.as_dict(),
         f"{result.mode} {result.format}: {result.model_path} "
-        f"({_kib(result.size_bytes)} vs {_kib(result.float_size_bytes)} float, {result.size_ratio:.2f}x)",
+        f"({human_bytes(result.size_bytes)} vs {human_bytes(result.float_size_bytes)} float, {result.size_ratio:.2f}x)",
     )
 
 
@@ -114,10 +115,10 @@ def _warn_unknown_nodes(model, exclude_nodes) -> None:
         return  # TFLite takes tensor-name patterns, not node names
     import onnx
 
-    from toolkit.safety import check_onnx_file
+    from toolkit.safety.onnx import check_onnx_file
 
     check_onnx_file(path)
-    from toolkit.quantize.onnx_modes import all_nodes
+    from toolkit.quantize.onnx_graph import all_nodes
 
     names = {node.name for node in all_nodes(onnx.load(str(path), load_external_data=False).graph)}
     unknown = [name for name in exclude_nodes if name not in names]
@@ -125,10 +126,6 @@ def _warn_unknown_nodes(model, exclude_nodes) -> None:
         sample = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
         warn(f"--exclude {', '.join(unknown)}: no node of that name in {path.name} (its nodes: {sample}); "
              "pre-processing fuses and renames nodes, so the name may still match the processed graph")
-
-
-def _kib(size: int) -> str:
-    return f"{size / 1024:.1f} KiB"
 
 
 def _modes_text(rows: list[dict]) -> str:

@@ -6,27 +6,45 @@ from pathlib import Path
 
 import click
 
-from toolkit.common.units import human_bytes, human_months, human_ms
+from toolkit.common.units import human_bytes, human_ms, human_percent
 from toolkit.console import emit, info
 
 
 def summary_text(result) -> str:
-    header = f"{'model':<28} {'format':<7} {'mode':<14} {'size':>10} {'accuracy':>9} {'drop':>7} {'p50':>10} {'break-even':>12}"
+    header = (f"{'model':<28} {'format':<7} {'mode':<14} {'size':>10} {'accuracy':>9} {'drop':>7} {'p50':>10} "
+              f"{'on device':>9} {'per 1k':>9} {'break-even':>12}")
     lines = [header, "-" * len(header)]
     for row in result.rows:
         accuracy = "—" if row["accuracy"] is None else f"{row['accuracy'] * 100:.2f}%"
         drop = "—" if row["drop"] is None else f"{row['drop']:.2f}"
         p50 = human_ms(row["p50_ms"])
+        share = human_percent(row.get("on_device_share"))
+        per_1k = "—" if row.get("cost_per_1k") is None else f"{row['cost_per_1k']:.4g}"
+        month = "—" if row["breakeven_month"] is None else f"{row['breakeven_month']:.2f} months"
         flag = "" if row["passed"] in (None, True) else " (gate failed)"
+        flag += " (does not fit)" if row.get("fits") is False else ""
         lines.append(
             f"{row['model']:<28} {row['format'] or '—':<7} {row['mode'] or '—':<14} "
-            f"{human_bytes(row['size_bytes']):>10} {accuracy:>9} {drop:>7} {p50:>10} "
-            f"{human_months(row['breakeven_month']):>12}{flag}"
+            f"{human_bytes(row['size_bytes']):>10} {accuracy:>9} {drop:>7} {p50:>10} {share:>9} {per_1k:>9} "
+            f"{month:>12}{flag}"
         )
     lines.append("")
+    recommendation = plan_recommendation(result.out_dir)
+    if recommendation:
+        lines += [recommendation, ""]
     lines.append(f"{len(result.steps)} steps ({result.reused} reused) in {result.seconds:.1f}s")
     lines.append(f"report: {result.report}")
     return "\n".join(lines)
+
+
+def plan_recommendation(out_dir: Path) -> str | None:
+    """The one sentence of the run's plan (breakeven/plan.json), when the recipe priced it."""
+    import json
+
+    try:
+        return json.loads((Path(out_dir) / "breakeven" / "plan.json").read_text()).get("recommendation")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def result_json(result) -> dict:

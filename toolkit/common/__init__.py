@@ -1,1 +1,2 @@
-"""Small helpers every layer shares: tensor specs, batching, text, units, a quiet stdout."""
+"""Small helpers every layer shares: tensor specs, batching, text, units, a quiet stdout,
+progress events, a JSON default."""

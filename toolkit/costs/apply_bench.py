@@ -78,7 +78,11 @@ def _edge(parser, bench: BenchRecord, edge_device: str | None) -> None:
     values, sources = parser.values, parser.sources
     how = "estimated" if bench.estimate else "measured"
     values["latency_ms"] = bench.latency_ms
+    values["latency_kind"] = "estimate" if bench.estimate else "measured"
     sources["latency_ms"] = f"bench {bench.path}: p50 {how} on {bench.device or 'the device'}"
+    if bench.latency_p95_ms is not None and bench.latency_p95_ms >= bench.latency_ms:
+        values["latency_p95_ms"] = bench.latency_p95_ms
+        sources["latency_p95_ms"] = f"bench {bench.path}: p95 {how} on {bench.device or 'the device'}"
     scenario_power = sources.get("power_w", "").startswith("scenario")
     if bench.power_w is not None and not scenario_power:
         values["power_w"] = bench.power_w

@@ -28,6 +28,7 @@ class BenchRecord:
     power_source: str | None
     model_bytes: int | None
     estimate: bool
+    latency_p95_ms: Decimal | None = None
 
     def model_label(self) -> str:
         bits = [self.model_name or (Path(self.model_path).name if self.model_path else "an unnamed model")]
@@ -91,8 +92,8 @@ def parse_bench(data: dict, label: str) -> BenchRecord:
     latency = _latency(data)
     if latency is None:
         raise BadInput(f"--bench {label}: no latency_ms (p50) in it; is it `edgeward bench --json` output?")
-    if latency <= 0:
-        raise BadInput(f"--bench {label}: latency_ms p50 must be more than 0 (got {latency})")
+    if latency <= 0 or latency > Decimal("1e7"):
+        raise BadInput(f"--bench {label}: latency_ms p50 must be more than 0 and at most 1e7 (got {latency})")
     power, power_source = _power(data, profile)
     estimate = bool(data.get("estimate")) or data.get("measured") is False or data.get("mode") == "estimate"
     return BenchRecord(
@@ -107,6 +108,7 @@ def parse_bench(data: dict, label: str) -> BenchRecord:
         power_source=power_source,
         model_bytes=int(model_bytes) if isinstance(model_bytes, int | float) and model_bytes > 0 else None,
         estimate=estimate,
+        latency_p95_ms=_p95(data),
     )
 
 
@@ -139,9 +141,17 @@ def _latency(data: dict) -> Decimal | None:
     return None
 
 
+def _p95(data: dict) -> Decimal | None:
+    latency = data.get("latency_ms")
+    if isinstance(latency, dict) and latency.get("p95") is not None:
+        value = _number(latency["p95"])
+        return value if value is not None and 0 < value < Decimal("1e7") else None
+    return None
+
+
 def _power(data: dict, profile: dict) -> tuple[Decimal | None, str | None]:
     """Active power: the device's typical (else max) draw, from the bench record or its profile."""
-    from toolkit.costs.device_figures import _power as profile_power
+    from toolkit.costs.device_figures import profile_power
 
     top = data.get("power_w")
     if top is not None and not isinstance(top, dict):

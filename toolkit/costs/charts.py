@@ -13,9 +13,10 @@ from toolkit.costs import money as fmt
 CLOUD = "#d9534f"
 EDGE = "#2a7ab0"
 EDGE_ITEMS = {"cloud": "#9ecae1", "updates": "#6baed6", "energy": "#fdae6b", "new_devices": "#74c476",
-              "upkeep": "#9e9ac8"}
+              "replacement": "#31a354", "fees": "#bcbddc", "upkeep": "#9e9ac8"}
 ITEM_LABELS = {"cloud": "routed to the cloud", "updates": "model updates", "energy": "energy",
-               "new_devices": "new devices", "upkeep": "upkeep"}
+               "new_devices": "new devices and installs", "replacement": "worn-out devices replaced",
+               "fees": "fees per device", "upkeep": "upkeep"}
 
 
 def _pyplot():
@@ -52,7 +53,7 @@ def cumulative_chart(result) -> bytes:
     edge = [one_off] + [float(row.cumulative_edge) for row in rows]
     figure, axes = plt.subplots(figsize=(7.2, 3.6), layout="constrained")
     axes.plot(months, cloud, color=CLOUD, linewidth=2, label="cloud only")
-    axes.plot(months, edge, color=EDGE, linewidth=2, label=f"on device ({fmt.percent(result.inputs.on_device_share)})")
+    axes.plot(months, edge, color=EDGE, linewidth=2, label=f"on device ({fmt.percent(result.effective_share)})")
     month = result.breakeven_month
     if month is not None:
         position = float(month)

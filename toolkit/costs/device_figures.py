@@ -33,7 +33,7 @@ def device_profile(name: str) -> DeviceFigures:
 
 
 def figures_of(name: str, data: dict) -> DeviceFigures:
-    power, power_source = _power(data)
+    power, power_source = profile_power(data)
     price, currency, price_source = _price(data)
     return DeviceFigures(name, power, power_source, price, currency, price_source, data.get("kind"))
 
@@ -56,7 +56,8 @@ def _figure(node) -> tuple[Decimal | None, str]:
     return (number, source) if number.is_finite() else (None, source)
 
 
-def _power(data: dict) -> tuple[Decimal | None, str]:
+def profile_power(data: dict) -> tuple[Decimal | None, str]:
+    """A device's typical (else max) power draw in watts and its source, from a profile's figures."""
     for holder, keys in ((data.get("power_w"), ("typical", "max")), (data.get("power"), ("typical_w", "max_w"))):
         if isinstance(holder, dict):
             for key in keys:

@@ -5,18 +5,23 @@ cent; it is rounded only when shown. Conventions (they are the ones a reader che
 
 * a month is 30 days (720 hours), as in the product brief's worked example;
 * month m (1-based) has ``active_users × (1 + monthly_growth)^(m-1)`` users;
-* costs accrue evenly through a month, one-off costs at time 0;
+* costs accrue evenly through a month, one-off costs at time 0; with a discount rate r
+  (a year) month m's costs count ``(1 + r)^(−m/12)`` (present value);
 * 1 GB = 1000 MB; 1 kWh = 3.6e6 J.
 
 Two options are compared. "Cloud" sends every request to the cloud. "Edge" serves
-``on_device_share`` of the requests on the device and routes the rest to the same
-cloud (a mixture of models), and pays the edge's one-off and running costs.
+``on_device_share`` of the requests on the device (less those the device cannot serve
+within the latency budget) and routes the rest to the same cloud, and pays the edge's
+one-off and running costs. The fleet is the users' own devices (one per active user),
+a fixed count the scenario declares, or as many devices as the peak traffic needs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, localcontext
+
+from toolkit.costs.pricing import Tier, tiered_cost
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -26,7 +31,9 @@ SECONDS_PER_DAY = Decimal(86400)
 SECONDS_PER_MONTH = DAYS_PER_MONTH * SECONDS_PER_DAY
 JOULES_PER_KWH = Decimal(3_600_000)
 MB_PER_GB = Decimal(1000)
+MILLION = Decimal(1_000_000)
 EXTRAPOLATE_MONTHS = 600  # how far past the horizon "never" looks before it says "over 50 years"
+FLEETS = ("users", "fixed", "traffic")
 
 
 @dataclass(frozen=True)
@@ -41,32 +48,57 @@ class Inputs:
     tokens_out_per_request: Decimal = ZERO
     seconds_per_request: Decimal = ZERO
     peak_to_average: Decimal = Decimal(2)
+    installs: Decimal | None = None  # app installs in month 1 (downloads); None: one per device
+    hourly_load: tuple[Decimal, ...] = ()  # 24 relative loads, for an autoscaled fleet
     # cloud: "api" (per request / token / minute) or "instances" (per hour, self-hosted)
     cloud_mode: str = "api"
     price_per_request: Decimal = ZERO
     price_per_1m_input_tokens: Decimal = ZERO
     price_per_1m_output_tokens: Decimal = ZERO
     price_per_minute: Decimal = ZERO
+    api_tiers: tuple[Tier, ...] = ()  # replaces price_per_request when given
+    small_model_share: Decimal = ZERO  # the model router: this share goes to the small model
+    small_price_per_request: Decimal = ZERO
+    small_price_per_1m_input_tokens: Decimal = ZERO
+    small_price_per_1m_output_tokens: Decimal = ZERO
+    small_api_tiers: tuple[Tier, ...] = ()
     price_per_hour: Decimal = ZERO
     throughput_rps: Decimal = ZERO
     utilisation: Decimal = ONE
     min_instances: Decimal = ONE
+    scaling: str = "peak"  # "peak": sized for the busiest second all month; "autoscaled": per hour
     # edge
     engineering_hours: Decimal = ZERO
     hourly_rate: Decimal = ZERO
     hardware_per_device: Decimal = ZERO
-    devices: Decimal | None = None  # None: one device per active user (phones users own)
+    fleet: str = "users"  # users (their own devices), fixed (edge.devices), traffic (sized from peak)
+    devices: Decimal | None = None
+    devices_grow: bool = False  # a fixed fleet grows with users only when the scenario says so
+    concurrency: Decimal = ONE  # inferences one device runs at once
+    lifetime_months: Decimal | None = None  # devices bought are bought again after this
+    fee_per_device_per_month: Decimal = ZERO
     model_size_mb: Decimal = ZERO
     updates_per_year: Decimal = ZERO
     egress_per_gb: Decimal = ZERO
     latency_ms: Decimal | None = None
+    latency_p95_ms: Decimal | None = None
+    latency_kind: str = "stated"  # measured, estimate or stated
+    latency_budget_ms: Decimal | None = None
     power_w: Decimal | None = None
     electricity_per_kwh: Decimal = ZERO
     energy_paid_by_user: bool = False
     upkeep_per_month: Decimal = ZERO
-    # router
+    # router and money
     on_device_share: Decimal = ZERO
+    discount_rate: Decimal = ZERO  # a year
     currency: str = "USD"
+
+
+@dataclass
+class CloudBill:
+    amount: Decimal
+    instances: int | None = None
+    past_last_tier: bool = False
 
 
 @dataclass
@@ -82,6 +114,9 @@ class Month:
     edge: dict[str, Decimal]
     edge_instances: int | None
     user_energy: Decimal
+    devices: Decimal = ZERO
+    discount: Decimal = ONE
+    past_last_tier: bool = False
     cumulative_cloud: Decimal = ZERO
     cumulative_edge: Decimal = ZERO
 
@@ -116,9 +151,13 @@ class Sensitivity:
 # ---------------------------------------------------------------- traffic
 
 
+def growth_factor(inputs: Inputs, month: int) -> Decimal:
+    return (ONE + inputs.monthly_growth) ** (month - 1)
+
+
 def users_in_month(inputs: Inputs, month: int) -> Decimal:
     """users_m = active_users × (1 + monthly_growth)^(m − 1)."""
-    return inputs.active_users * (ONE + inputs.monthly_growth) ** (month - 1)
+    return inputs.active_users * growth_factor(inputs, month)
 
 
 def requests_per_day(inputs: Inputs, month: int = 1) -> Decimal:
@@ -131,26 +170,131 @@ def requests_in_month(inputs: Inputs, month: int) -> Decimal:
     return requests_per_day(inputs, month) * DAYS_PER_MONTH
 
 
+def peak_rps(inputs: Inputs, month: int, share: Decimal = ONE) -> Decimal:
+    """Peak requests/s = requests/day_m × share ÷ 86400 × peak_to_average."""
+    return requests_per_day(inputs, month) * share / SECONDS_PER_DAY * inputs.peak_to_average
+
+
+# ---------------------------------------------------------------- the fleet
+
+
+def device_rps(inputs: Inputs) -> Decimal | None:
+    """Requests/s one device serves: 1000 / p50 latency_ms × concurrency (None: no latency)."""
+    if not inputs.latency_ms:
+        return None
+    return Decimal(1000) / inputs.latency_ms * inputs.concurrency
+
+
+def within_budget(inputs: Inputs) -> Decimal:
+    """Share of on-device requests the device answers within the latency budget; the rest go to
+    the cloud. From the latency distribution's known points, (p50, 50%) and (p95, 95%),
+    linearly between them; under p50 none is counted (conservative); at or past the slowest
+    known percentile the tail is taken to fit (with only p50: all or nothing)."""
+    budget, p50, p95 = inputs.latency_budget_ms, inputs.latency_ms, inputs.latency_p95_ms
+    if budget is None or p50 is None:
+        return ONE
+    if p95 is None or p95 <= p50:
+        return ONE if p50 <= budget else ZERO
+    if budget < p50:
+        return ZERO
+    if budget >= p95:
+        return ONE
+    return Decimal("0.5") + Decimal("0.45") * (budget - p50) / (p95 - p50)
+
+
+def effective_share(inputs: Inputs) -> Decimal:
+    """on_device_share × within_budget: the share actually served on the device."""
+    return inputs.on_device_share * within_budget(inputs)
+
+
 def devices_in_month(inputs: Inputs, month: int) -> Decimal:
-    """devices_m = devices × users_m / users_1 (one per user when `devices` is not given)."""
-    if inputs.devices is None:
+    """users: one per active user (their own); fixed: `devices` (× growth only when the
+    scenario says the fleet grows); traffic: ceil(peak on-device requests/s ÷ device_rps)."""
+    if month < 1:
+        return ZERO
+    if inputs.fleet == "users" or (inputs.fleet == "fixed" and inputs.devices is None):
         return users_in_month(inputs, month)
-    return inputs.devices * (ONE + inputs.monthly_growth) ** (month - 1)
+    if inputs.fleet == "fixed":
+        return inputs.devices * (growth_factor(inputs, month) if inputs.devices_grow else ONE)
+    per_device = device_rps(inputs)
+    peak = peak_rps(inputs, month, effective_share(inputs))
+    if not per_device or peak <= 0:
+        return ONE if per_device else ZERO
+    return max(ONE, (peak / per_device).to_integral_value(ROUND_CEILING))
+
+
+def installs_in_month(inputs: Inputs, month: int) -> Decimal:
+    """Installs that download the model: `installs` × growth when given, else one per device."""
+    if month < 1:
+        return ZERO
+    if inputs.installs is not None:
+        return inputs.installs * growth_factor(inputs, month)
+    return devices_in_month(inputs, month)
+
+
+def purchases(inputs: Inputs, month: int) -> Decimal:
+    """Devices bought at the start of month m (month 1: the first fleet, paid as a one-off):
+    new devices, plus those bought `lifetime_months` earlier, worn out and replaced."""
+    if month < 1:
+        return ZERO
+    if month == 1:
+        return devices_in_month(inputs, 1)
+    new = max(devices_in_month(inputs, month) - devices_in_month(inputs, month - 1), ZERO)
+    return new + replaced(inputs, month)
+
+
+def replaced(inputs: Inputs, month: int) -> Decimal:
+    if not inputs.lifetime_months:
+        return ZERO
+    return purchases(inputs, month - int(inputs.lifetime_months))
 
 
 # ---------------------------------------------------------------- cloud
 
 
+def api_unit_cost(inputs: Inputs, small: bool = False) -> Decimal:
+    """Per request, the parts that are linear: tokens in × price in / 1e6 + tokens out × price
+    out / 1e6 + seconds / 60 × price per minute (+ price_per_request when not tiered)."""
+    if small:
+        per_request = ZERO if inputs.small_api_tiers else inputs.small_price_per_request
+        return (per_request + inputs.tokens_in_per_request * inputs.small_price_per_1m_input_tokens / MILLION
+                + inputs.tokens_out_per_request * inputs.small_price_per_1m_output_tokens / MILLION)
+    per_request = ZERO if inputs.api_tiers else inputs.price_per_request
+    return (per_request + inputs.tokens_in_per_request * inputs.price_per_1m_input_tokens / MILLION
+            + inputs.tokens_out_per_request * inputs.price_per_1m_output_tokens / MILLION
+            + inputs.seconds_per_request / Decimal(60) * inputs.price_per_minute)
+
+
 def api_cost_per_request(inputs: Inputs) -> Decimal:
-    """price_per_request + tokens_in × price_in/1e6 + tokens_out × price_out/1e6
-    + seconds_per_request / 60 × price_per_minute."""
-    million = Decimal(1_000_000)
-    return (
-        inputs.price_per_request
-        + inputs.tokens_in_per_request * inputs.price_per_1m_input_tokens / million
-        + inputs.tokens_out_per_request * inputs.price_per_1m_output_tokens / million
-        + inputs.seconds_per_request / Decimal(60) * inputs.price_per_minute
-    )
+    """The marginal price of one more request at the first tier (for display)."""
+    tier = inputs.api_tiers[0].price_per_request if inputs.api_tiers else ZERO
+    return api_unit_cost(inputs) + tier
+
+
+def api_bill(inputs: Inputs, requests: Decimal) -> CloudBill:
+    """A month's API bill. With the model router, `small_model_share` of the requests go to the
+    small model and the rest to the large one; tiered prices are charged at the margin on
+    each model's own monthly volume."""
+    small_requests = requests * inputs.small_model_share
+    large_requests = requests - small_requests
+    amount, passed = large_requests * api_unit_cost(inputs), False
+    if inputs.api_tiers:
+        tiered, passed = tiered_cost(inputs.api_tiers, large_requests)
+        amount += tiered
+    if small_requests:
+        amount += small_requests * api_unit_cost(inputs, small=True)
+        if inputs.small_api_tiers:
+            tiered, small_passed = tiered_cost(inputs.small_api_tiers, small_requests)
+            amount, passed = amount + tiered, passed or small_passed
+    return CloudBill(amount, None, passed)
+
+
+def instances_for(inputs: Inputs, rps: Decimal) -> int:
+    """max(min_instances, ceil(rps / (throughput_rps × utilisation))); no traffic, no instance."""
+    if rps <= 0:
+        return 0
+    needed = (rps / (inputs.throughput_rps * inputs.utilisation)).to_integral_value(ROUND_CEILING)
+    return int(max(inputs.min_instances.to_integral_value(ROUND_CEILING), needed))
 
 
 def instances_needed(inputs: Inputs, requests: Decimal) -> int:
@@ -159,21 +303,40 @@ def instances_needed(inputs: Inputs, requests: Decimal) -> int:
 
     The minimum is paid even when idle: that is why a small router share rarely pays off
     against a self-hosted fleet."""
+    return instances_for(inputs, requests / SECONDS_PER_MONTH * inputs.peak_to_average)
+
+
+def hourly_weights(inputs: Inputs) -> list[Decimal]:
+    """The 24 hourly loads scaled so their mean is 1."""
+    loads = list(inputs.hourly_load)
+    mean = sum(loads, ZERO) / len(loads)
+    return [load / mean for load in loads]
+
+
+def autoscaled_bill(inputs: Inputs, requests: Decimal) -> CloudBill:
+    """Instances follow the hourly load: each hour h runs instances_for(average rps × w_h),
+    paid by the hour, 30 days a month. Reports the busiest hour's count."""
     if requests <= 0:
-        return 0
-    peak_rps = requests / SECONDS_PER_MONTH * inputs.peak_to_average
-    needed = (peak_rps / (inputs.throughput_rps * inputs.utilisation)).to_integral_value(ROUND_CEILING)
-    return int(max(inputs.min_instances.to_integral_value(ROUND_CEILING), needed))
+        return CloudBill(ZERO, 0)
+    average = requests / SECONDS_PER_MONTH
+    counts = [instances_for(inputs, average * weight) for weight in hourly_weights(inputs)]
+    return CloudBill(sum(counts) * inputs.price_per_hour * DAYS_PER_MONTH, max(counts))
+
+
+def cloud_bill(inputs: Inputs, requests: Decimal, scaling: str | None = None) -> CloudBill:
+    """API: api_bill. Instances sized for peak: instances × price_per_hour × 720 h;
+    autoscaled: autoscaled_bill."""
+    if inputs.cloud_mode != "instances":
+        return api_bill(inputs, requests)
+    if (scaling or inputs.scaling) == "autoscaled" and inputs.hourly_load:
+        return autoscaled_bill(inputs, requests)
+    count = instances_needed(inputs, requests)
+    return CloudBill(count * inputs.price_per_hour * HOURS_PER_MONTH, count)
 
 
 def cloud_cost(inputs: Inputs, requests: Decimal) -> tuple[Decimal, int | None]:
-    """The cloud's bill for `requests` in one month, and the instance count (None for an API).
-
-    API: requests × api_cost_per_request. Instances: instances × price_per_hour × 720 h."""
-    if inputs.cloud_mode == "instances":
-        count = instances_needed(inputs, requests)
-        return count * inputs.price_per_hour * HOURS_PER_MONTH, count
-    return requests * api_cost_per_request(inputs), None
+    bill = cloud_bill(inputs, requests)
+    return bill.amount, bill.instances
 
 
 # ---------------------------------------------------------------- edge
@@ -192,39 +355,50 @@ def energy_per_inference_kwh(inputs: Inputs) -> Decimal:
 
 def edge_one_off(inputs: Inputs) -> dict[str, Decimal]:
     """Paid at time 0: engineering = hours × rate; hardware = devices_1 × hardware_per_device;
-    first install = devices_1 × model_size_gb × egress_per_gb."""
-    devices = devices_in_month(inputs, 1)
+    first install = installs_1 × model_size_gb × egress_per_gb."""
     return {
         "engineering": inputs.engineering_hours * inputs.hourly_rate,
-        "hardware": devices * inputs.hardware_per_device,
-        "first_download": devices * model_download_gb(inputs) * inputs.egress_per_gb,
+        "hardware": devices_in_month(inputs, 1) * inputs.hardware_per_device,
+        "first_download": installs_in_month(inputs, 1) * model_download_gb(inputs) * inputs.egress_per_gb,
     }
+
+
+def discount_factor(inputs: Inputs, month: int) -> Decimal:
+    """(1 + r)^(−m/12): what month m's money is worth today (1 without a rate)."""
+    if not inputs.discount_rate:
+        return ONE
+    return (ONE + inputs.discount_rate) ** (Decimal(-month) / Decimal(12))
 
 
 def month_costs(inputs: Inputs, month: int) -> Month:
     """Both options' costs in month m (1-based).
 
-    cloud-only = cloud_cost(requests_m)
-    edge       = cloud_cost(requests_m × (1 − share))                  routed to the cloud
-               + device_requests × kWh/inference × electricity          unless paid by users
-               + devices_m × model_gb × updates_per_year / 12 × egress  model updates
-               + (devices_m − devices_{m−1}) × (hardware + model_gb × egress)   new devices
-               + upkeep_per_month
+    cloud-only = cloud_bill(requests_m)
+    edge       = cloud_bill(requests_m × (1 − effective share))           routed to the cloud
+               + device_requests × kWh/inference × electricity              unless paid by users
+               + installs_m × model_gb × updates_per_year / 12 × egress     model updates
+               + (installs_m − installs_{m−1}) × model_gb × egress          new installs
+               + (devices_m − devices_{m−1}) × hardware                     new devices
+               + devices bought lifetime_months ago × hardware              replacement
+               + devices_m × fee_per_device_per_month + upkeep_per_month
     """
     requests = requests_in_month(inputs, month)
-    device_requests = requests * inputs.on_device_share
-    cloud_only, cloud_only_instances = cloud_cost(inputs, requests)
-    routed, edge_instances = cloud_cost(inputs, requests - device_requests)
+    device_requests = requests * effective_share(inputs)
+    cloud_only = cloud_bill(inputs, requests)
+    routed = cloud_bill(inputs, requests - device_requests)
     energy = device_requests * energy_per_inference_kwh(inputs) * inputs.electricity_per_kwh
     devices = devices_in_month(inputs, month)
-    new_devices = devices - devices_in_month(inputs, month - 1) if month > 1 else ZERO
-    new_devices = max(new_devices, ZERO)  # a shrinking fleet sells nothing back
-    per_new_device = inputs.hardware_per_device + model_download_gb(inputs) * inputs.egress_per_gb
+    gb_price = model_download_gb(inputs) * inputs.egress_per_gb
+    new_devices = max(devices - devices_in_month(inputs, month - 1), ZERO) if month > 1 else ZERO
+    new_installs = max(installs_in_month(inputs, month) - installs_in_month(inputs, month - 1), ZERO) \
+        if month > 1 else ZERO
     edge = {
-        "cloud": routed,
+        "cloud": routed.amount,
         "energy": ZERO if inputs.energy_paid_by_user else energy,
-        "updates": devices * model_download_gb(inputs) * inputs.updates_per_year / Decimal(12) * inputs.egress_per_gb,
-        "new_devices": new_devices * per_new_device,
+        "updates": installs_in_month(inputs, month) * gb_price * inputs.updates_per_year / Decimal(12),
+        "new_devices": new_devices * inputs.hardware_per_device + new_installs * gb_price,
+        "replacement": replaced(inputs, month) * inputs.hardware_per_device,
+        "fees": devices * inputs.fee_per_device_per_month,
         "upkeep": inputs.upkeep_per_month,
     }
     return Month(
@@ -232,23 +406,27 @@ def month_costs(inputs: Inputs, month: int) -> Month:
         active_users=users_in_month(inputs, month),
         requests=requests,
         device_requests=device_requests,
-        cloud_only=cloud_only,
-        cloud_only_instances=cloud_only_instances,
+        cloud_only=cloud_only.amount,
+        cloud_only_instances=cloud_only.instances,
         edge=edge,
-        edge_instances=edge_instances,
+        edge_instances=routed.instances,
         user_energy=energy if inputs.energy_paid_by_user else ZERO,
+        devices=devices,
+        discount=discount_factor(inputs, month),
+        past_last_tier=cloud_only.past_last_tier or routed.past_last_tier,
     )
 
 
 def project(inputs: Inputs, months: int) -> list[Month]:
-    """Months 1..N with running totals; the edge's total starts at its one-off cost."""
+    """Months 1..N with running totals (present values with a discount rate); the edge's
+    total starts at its one-off cost."""
     cumulative_cloud = ZERO
     cumulative_edge = sum(edge_one_off(inputs).values(), ZERO)
     rows = []
     for month in range(1, months + 1):
         row = month_costs(inputs, month)
-        cumulative_cloud += row.cloud_only
-        cumulative_edge += row.edge_total
+        cumulative_cloud += row.cloud_only * row.discount
+        cumulative_edge += row.edge_total * row.discount
         row.cumulative_cloud, row.cumulative_edge = cumulative_cloud, cumulative_edge
         rows.append(row)
     return rows
@@ -257,25 +435,34 @@ def project(inputs: Inputs, months: int) -> list[Month]:
 # ---------------------------------------------------------------- capacity
 
 
-def capacity_check(inputs: Inputs) -> dict:
-    """Can one device serve its requests? per-device peak rps = requests/day × share / devices
-    / 86400 × peak_to_average, against 1000 / latency_ms inferences per second."""
-    if inputs.on_device_share == 0:
-        return {"checked": False, "ok": True, "why": "no request is served on the device"}
+def capacity_check(inputs: Inputs, months: int = 1) -> dict:
+    """Can one device serve its requests in the busiest month of the horizon? per-device peak
+    rps = requests/day × share / devices / 86400 × peak_to_average, against device_rps."""
+    if effective_share(inputs) == 0:
+        why = "no request is served on the device"
+        if inputs.on_device_share and within_budget(inputs) == 0:
+            why = (f"the device's p50 {inputs.latency_ms} ms is over the latency budget "
+                   f"{inputs.latency_budget_ms} ms: every request goes to the cloud")
+        return {"checked": False, "ok": True, "why": why}
     if inputs.latency_ms is None:
         return {"checked": False, "ok": True, "why": "no latency given or measured (edge.latency_ms or --bench)"}
-    per_device_day = requests_per_day(inputs) * inputs.on_device_share / devices_in_month(inputs, 1)
-    peak_rps = per_device_day / SECONDS_PER_DAY * inputs.peak_to_average
-    max_rps = Decimal(1000) / inputs.latency_ms
-    busy = peak_rps / max_rps
+    month = months if inputs.monthly_growth > 0 else 1
+    devices = devices_in_month(inputs, month)
+    per_device_day = requests_per_day(inputs, month) * effective_share(inputs) / devices
+    peak = per_device_day / SECONDS_PER_DAY * inputs.peak_to_average
+    max_rps = device_rps(inputs)
+    busy = peak / max_rps
     return {
         "checked": True,
         "ok": busy <= 1,
+        "month": month,
+        "devices": devices,
         "requests_per_device_per_day": per_device_day,
-        "peak_requests_per_s": peak_rps,
+        "peak_requests_per_s": peak,
         "max_requests_per_s": max_rps,
         "peak_busy_fraction": busy,
         "latency_ms": inputs.latency_ms,
+        "latency_kind": inputs.latency_kind,
     }
 
 
@@ -291,13 +478,13 @@ def find_breakeven(inputs: Inputs, rows: list[Month], explain: bool = True) -> O
     the cloud's. Within month m costs accrue linearly, so with gap(t) = edge(t) − cloud(t):
     t = (m − 1) + gap(m−1) / (gap(m−1) − gap(m)). Past the horizon the months are
     extrapolated (up to 50 years) only to say how far away it is."""
-    capacity = capacity_check(inputs)
+    capacity = capacity_check(inputs, len(rows) or 1)
     if not capacity["ok"]:
         return Outcome(None, _capacity_reason(capacity))
     one_off = sum(edge_one_off(inputs).values(), ZERO)
     if one_off <= 0 and (not rows or rows[0].edge_total <= rows[0].cloud_only):
         return Outcome(ZERO, "no one-off cost to recover and the edge costs no more from the first month")
-    previous_gap, month_found = one_off, None
+    previous_gap = one_off
     for row in rows:
         gap = _gap(row)
         if gap <= 0:
@@ -320,7 +507,8 @@ def _never(inputs: Inputs, rows: list[Month], one_off: Decimal) -> Outcome:
     horizon = len(rows)
     last = rows[-1] if rows else month_costs(inputs, 1)
     currency = inputs.currency
-    if last.edge_total >= last.cloud_only and inputs.monthly_growth <= 0:
+    growing = inputs.monthly_growth > 0 or inputs.lifetime_months
+    if last.edge_total >= last.cloud_only and not growing:
         return Outcome(None, (
             f"the edge option costs {money(last.edge_total, currency)} a month against the cloud's "
             f"{money(last.cloud_only, currency)}, so its one-off {money(one_off, currency)} is never recovered"))
@@ -330,9 +518,11 @@ def _never(inputs: Inputs, rows: list[Month], one_off: Decimal) -> Outcome:
         context.prec = 40
         for month in range(horizon + 1, horizon + EXTRAPOLATE_MONTHS + 1):
             row = month_costs(inputs, month)
-            cumulative_edge += row.edge_total
-            cumulative_cloud += row.cloud_only
+            cumulative_edge += row.edge_total * row.discount
+            cumulative_cloud += row.cloud_only * row.discount
             new_gap = cumulative_edge - cumulative_cloud
+            if abs(new_gap) > Decimal("1e18"):
+                break  # runaway growth: the answer below holds
             if new_gap <= 0:
                 at = Decimal(month - 1) + gap / (gap - new_gap)
                 return Outcome(None, (
@@ -369,7 +559,7 @@ def per_thousand(inputs: Inputs, rows: list[Month]) -> dict[str, Decimal]:
     and each option over the whole horizon with its one-off cost included."""
     first = rows[0]
     thousand = Decimal(1000)
-    total_requests = sum((row.requests for row in rows), ZERO)
+    total_requests = sum((row.requests * row.discount for row in rows), ZERO)
     device_part = first.edge_total - first.edge["cloud"]
     return {
         "cloud": first.cloud_only / first.requests * thousand,
@@ -382,12 +572,14 @@ def per_thousand(inputs: Inputs, rows: list[Month]) -> dict[str, Decimal]:
 
 # ---------------------------------------------------------------- sensitivity
 
-BOUNDED = {"on_device_share": (ZERO, ONE), "utilisation": (Decimal("0.01"), ONE)}
-INTEGER = {"min_instances"}
+BOUNDED = {"on_device_share": (ZERO, ONE), "utilisation": (Decimal("0.01"), ONE),
+           "small_model_share": (ZERO, ONE)}
+INTEGER = {"min_instances", "lifetime_months"}
 API_ONLY = {"price_per_request", "price_per_1m_input_tokens", "price_per_1m_output_tokens", "price_per_minute",
-            "tokens_in_per_request", "tokens_out_per_request", "seconds_per_request"}
+            "tokens_in_per_request", "tokens_out_per_request", "seconds_per_request", "small_model_share",
+            "small_price_per_request", "small_price_per_1m_input_tokens", "small_price_per_1m_output_tokens"}
 INSTANCE_ONLY = {"price_per_hour", "throughput_rps", "utilisation", "min_instances", "peak_to_average"}
-SKIPPED = {"cloud_mode", "currency", "energy_paid_by_user"}
+SKIPPED = {"discount_rate"}
 
 
 def knobs(inputs: Inputs) -> list[str]:
@@ -400,12 +592,14 @@ def knobs(inputs: Inputs) -> list[str]:
         unused |= INSTANCE_ONLY - {"peak_to_average"}
         if inputs.latency_ms is None:
             unused.add("peak_to_average")  # only the device capacity check reads it
+    if inputs.latency_ms is None:
+        unused |= {"concurrency", "latency_p95_ms", "latency_budget_ms"}
     if not operator_energy:
         unused |= {"power_w", "electricity_per_kwh"}
     if inputs.on_device_share == 0:
-        unused |= {"latency_ms", "power_w"}
+        unused |= {"latency_ms", "power_w", "latency_p95_ms", "latency_budget_ms"}
     return [name for name in Inputs.__dataclass_fields__
-            if name not in unused and getattr(inputs, name) not in (None, 0)]
+            if name not in unused and isinstance(getattr(inputs, name), Decimal) and getattr(inputs, name) != 0]
 
 
 def _scaled(name: str, value: Decimal, factor: Decimal) -> Decimal:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
+# Counts, months and percentages are formatted alike in every report: the common formatters.
+from toolkit.common.units import human_count as count
+from toolkit.common.units import human_months as months
+from toolkit.common.units import human_percent as percent
+
+__all__ = ["cents", "count", "money", "months", "percent", "price", "unit_cost"]
+
 SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
 
 
 def _decimal(value) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
-def _trim(text: str) -> str:
-    return text[:-2] if text.endswith(".0") else text
 
 
 def _scaled(number: Decimal) -> str:
@@ -80,31 +83,6 @@ def unit_cost(value, currency: str = "USD") -> str:
     body = body + "0" * (2 - decimals) if decimals < 2 else body  # $0.50, not $0.5
     body = body + ".00" if "." not in body else body
     return _symbol(body, "-" if amount < 0 else "", currency)
-
-
-def months(value) -> str:
-    """8.2 months; 'never' for None."""
-    if value is None:
-        return "never"
-    number = float(value)
-    return "1 month" if abs(number - 1) < 0.05 else f"{number:.1f} months"
-
-
-def count(value) -> str:
-    """1,000,000 up to ten million, then 12.3M; fractions kept to two digits."""
-    number = _decimal(value)
-    if abs(number) >= 10_000_000:
-        return _trim(f"{(number / Decimal('1e6')).quantize(Decimal('0.1'), ROUND_HALF_UP):,}") + "M"
-    if number == number.to_integral_value():
-        return f"{number.to_integral_value():,}"
-    return f"{float(number):,.4g}" if abs(number) < 10 else f"{number.quantize(Decimal('0.01'), ROUND_HALF_UP):,}"
-
-
-def percent(value) -> str:
-    number = float(value) * 100
-    if 0 < abs(number) < 0.1:
-        return "<0.1%" if number > 0 else ">-0.1%"
-    return f"{number:.0f}%" if number == round(number) else f"{number:.1f}%"
 
 
 def cents(value) -> float:

@@ -8,13 +8,11 @@ Every string that came from the user is HTML-escaped.
 from __future__ import annotations
 
 import base64
-import html
 import os
 import re
 from decimal import Decimal
 from pathlib import Path
 
-from toolkit.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
 from toolkit.costs import money as fmt
 from toolkit.costs.model import DAYS_PER_MONTH
 
@@ -25,22 +23,42 @@ LABELS = {
 }
 
 
-def write_reports(result, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write every report into out_dir (created if needed; each file replaced atomically)."""
+def render_reports(result) -> dict[str, bytes]:
+    """Every report file's bytes, rendered in memory: a figure that cannot be shown fails here,
+    before anything is written."""
+    import json
+
+    from toolkit.common.jsonable import json_default
     from toolkit.costs.charts import all_charts
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     charts = all_charts(result)
-    paths = {}
-    for name, png in charts.items():
-        paths[f"{name}_png"] = atomic_write_bytes(out_dir / f"{name}.png", png)
-    data = result.to_dict()
-    paths["json"] = atomic_write_json(out_dir / "breakeven.json", data)
     tables = sections(result)
-    paths["md"] = atomic_write_text(out_dir / "breakeven.md", markdown(result, tables))
-    paths["html"] = atomic_write_text(out_dir / "breakeven.html", html_page(result, tables, charts))
-    return paths
+    files = {f"{name}.png": png for name, png in charts.items()}
+    files["breakeven.json"] = (json.dumps(result.to_dict(), indent=2, default=json_default) + "\n").encode()
+    files["breakeven.md"] = markdown(result, tables).encode()
+    files["breakeven.html"] = html_page(result, tables, charts).encode()
+    return files
+
+
+def write_reports(result, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write every report into out_dir: built whole in a staging folder beside it and swapped
+    in, so the folder appears complete or not at all. Files of the folder's that are not
+    reports (a caller's, kept with --force) are carried over."""
+    import shutil
+
+    from toolkit.artifacts import staged_folder
+
+    files = render_reports(result)
+    out_dir = Path(out_dir)
+    with staged_folder(out_dir, force=True) as stage:
+        if out_dir.is_dir():
+            for item in out_dir.iterdir():
+                if item.name not in files and not item.name.startswith("."):
+                    (shutil.copytree if item.is_dir() else shutil.copy2)(item, stage / item.name)
+        for name, data in files.items():
+            (stage / name).write_bytes(data)
+    keys = {"breakeven.json": "json", "breakeven.md": "md", "breakeven.html": "html"}
+    return {keys.get(name, name.replace(".png", "_png")): out_dir.absolute() / name for name in files}
 
 
 # ---------------------------------------------------------------- shared content
@@ -55,6 +73,17 @@ def headline(result) -> str:
     return f"The on-device option breaks even after {fmt.months(month)}: {result.reason}."
 
 
+def summary_line(result) -> str:
+    scenario = result.scenario
+    share = fmt.percent(result.effective_share)
+    if result.effective_share != result.inputs.on_device_share:
+        share += f" (of {fmt.percent(result.inputs.on_device_share)} planned; the rest miss the latency budget)"
+    rate = result.inputs.discount_rate
+    money_note = f"; costs discounted at {fmt.percent(rate)} a year (present values)" if rate else ""
+    return (f"Cloud: {scenario.cloud_label}. On device: {scenario.edge_label}, {share} of requests. "
+            f"Horizon {result.months} months of 30 days; currency {result.currency}{money_note}.")
+
+
 def sections(result) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) tables, in reading order."""
     money = lambda value: fmt.money(value, result.currency)  # noqa: E731
@@ -62,7 +91,7 @@ def sections(result) -> list[tuple[str, list[str], list[list[str]]]]:
     price = lambda value: fmt.price(value, result.currency)  # noqa: E731
     first = result.rows[0]
     per_1k = result.per_1k
-    share = fmt.percent(result.inputs.on_device_share)
+    share = fmt.percent(result.effective_share)
     one_off = sum(result.one_off.values(), Decimal(0))
     key = [
         ["Break-even", fmt.months(result.breakeven_month)],
@@ -87,6 +116,7 @@ def sections(result) -> list[tuple[str, list[str], list[list[str]]]]:
         ("Key figures", ["", ""], key),
         ("One-off cost of the on-device option", ["item", "cost"], one_off_rows),
         ("Costs by month", _month_header(result), _month_rows(result, money)),
+        ("Devices", ["", ""], _fleet_rows(result)),
         ("Device capacity", ["", ""], _capacity_rows(result)),
         ("Sensitivity of the break-even month (each input ±50%, the rest unchanged)",
          ["input", "base", "−50%", "break-even", "+50%", "break-even"], _sensitivity_rows(result, price)),
@@ -94,8 +124,10 @@ def sections(result) -> list[tuple[str, list[str], list[list[str]]]]:
     ]
     entries = result.scenario.entries
     if entries:
-        tables.append(("Catalogue prices used", ["entry", "as of", "source"],
-                       [[f"{e.name}: {e.title}", e.as_of, e.source] for e in entries]))
+        tables.append(("Catalogue prices used", ["entry", "as of", "from", "source"],
+                       [[f"{e.name}: {e.title}", e.as_of + (" (over 18 months old)" if e.stale else ""),
+                         "builtin" if e.origin == "builtin" else f"your catalogue {e.origin}", e.source]
+                        for e in entries]))
     return tables
 
 
@@ -118,6 +150,22 @@ def _month_rows(result, money) -> list[list[str]]:
             cells[3:3] = [f"{row.cloud_only_instances} / {row.edge_instances}"]
         table.append(cells)
     return table
+
+
+def _fleet_rows(result) -> list[list[str]]:
+    fleet = result.devices
+    rows = [["devices in month 1", fmt.count(fleet["first"])],
+            [f"devices in month {result.months}", fmt.count(fleet["last"])],
+            ["how the count is set", fleet["how"]]]
+    if fleet["sized"] == "traffic":
+        rows.append(["latency behind it", fleet["latency"]])
+    if result.inputs.latency_budget_ms is not None:
+        rows.append(["share served within the latency budget",
+                     f"{fmt.percent(result.effective_share / result.inputs.on_device_share) if result.inputs.on_device_share else '—'}"
+                     f" (budget {_rate(result.inputs.latency_budget_ms)} ms)"])
+    for name, value in result.alternatives.items():
+        rows.append([f"cloud only, month 1, {name.removeprefix('cloud_only_')} instead", fmt.money(value, result.currency)])
+    return rows
 
 
 def _capacity_rows(result) -> list[list[str]]:
@@ -144,9 +192,15 @@ def _value(name: str, value, money) -> str:
         return "—"
     if isinstance(value, bool | str):
         return str(value).lower() if isinstance(value, bool) else value
-    if name in ("monthly_growth", "on_device_share", "utilisation"):
+    if isinstance(value, tuple):
+        from toolkit.costs.pricing import Tier, tier_text
+
+        if value and isinstance(value[0], Tier):
+            return tier_text(value)
+        return ", ".join(fmt.count(item) for item in value)
+    if name in ("monthly_growth", "on_device_share", "utilisation", "small_model_share", "discount_rate"):
         return fmt.percent(value)
-    if name.startswith("price") or name in ("hourly_rate", "hardware_per_device", "egress_per_gb",
+    if name.startswith(("price", "small_price")) or name in ("fee_per_device_per_month", "hourly_rate", "hardware_per_device", "egress_per_gb",
                                              "electricity_per_kwh", "upkeep_per_month"):
         return money(value)
     return fmt.count(value)
@@ -190,10 +244,9 @@ def markdown(result, tables) -> str:
     lines = [f"# Break-even: {_md_cell(scenario.name)}", ""]
     if scenario.description:
         lines += [_md_cell(scenario.description), ""]
-    lines += [f"**{_md_cell(headline(result))}**", "",
-              f"Cloud: {_md_cell(scenario.cloud_label)}. On device: {_md_cell(scenario.edge_label)}, "
-              f"{fmt.percent(result.inputs.on_device_share)} of requests. Horizon {result.months} months of 30 days; "
-              f"currency {result.currency}.", "",
+    lines += [f"**{_md_cell(headline(result))}**", "", _md_cell(summary_line(result)), ""]
+    lines += [f"> **Warning:** {_md_cell(text)}" for text in result.warnings] + ([""] if result.warnings else [])
+    lines += [
               "![Cumulative cost](cumulative.png)", "", "![Monthly cost](monthly.png)", "",
               "![Sensitivity](tornado.png)", ""]
     for title, header, rows in tables:
@@ -231,6 +284,7 @@ h1{font-size:26px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bott
 .lead{font-size:18px;font-weight:600;margin:14px 0;padding:12px 16px;border-radius:6px;background:#eef6ee;border-left:5px solid #3c9a4a}
 .lead.never{background:#fbeeee;border-left-color:#d9534f}
 .meta{color:#555;font-size:13px}
+.warn{margin:6px 0;padding:8px 12px;border-radius:6px;background:#fff6e0;border-left:5px solid #e0a000}
 table{border-collapse:collapse;width:100%;font-size:13px;margin:6px 0}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eceef1;vertical-align:top}
 th{background:#f2f4f7;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
@@ -246,10 +300,6 @@ h2{break-after:avoid}figure,table,.card{break-inside:avoid}tr{break-inside:avoid
 """
 
 
-def _e(text) -> str:
-    return html.escape(str(text), quote=True)
-
-
 _NUMBER = re.compile(r"^(?:-?(?:[$€£¥]|[A-Z]{3} )?[0-9][0-9,.]*(?:e-?[0-9]+)?[KMB%]?(?: months?)?(?: / )?)+$|^never$")
 
 
@@ -257,51 +307,45 @@ def _is_number(text: str) -> bool:
     return bool(_NUMBER.match(text.strip()))
 
 
-def _html_table(header, rows) -> str:
-    head = "".join(f"<th>{_e(cell)}</th>" for cell in header) if any(header) else ""
-    body = "".join("<tr>" + "".join(
-        f"<td class=\"num\">{_e(cell)}</td>" if index and _is_number(str(cell)) else f"<td>{_e(cell)}</td>"
-        for index, cell in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table>{'<thead><tr>' + head + '</tr></thead>' if head else ''}<tbody>{body}</tbody></table>"
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Break-even: {{ scenario.name }}</title><style>{{ css | safe }}</style></head><body><main>
+<h1>Break-even: {{ scenario.name }}</h1>
+{% if scenario.description %}<p class="meta">{{ scenario.description }}</p>{% endif %}
+<p class="meta">{{ summary }}</p>
+<p class="lead{{ ' never' if never }}">{{ headline }}</p>
+{% for text in warnings %}<p class="warn">{{ text }}</p>
+{% endfor %}<div class="cards">{% for value, label in cards %}<div class="card"><b>{{ value }}</b><span>{{ label }}</span></div>{% endfor %}</div>
+{% for name, alt, data in figures %}<figure><img alt="{{ alt }}" src="data:image/png;base64,{{ data }}"></figure>
+{% endfor %}{% for title, header, rows in tables %}<h2>{{ title }}</h2><table>{% if header | select | list %}<thead><tr>{% for cell in header %}<th>{{ cell }}</th>{% endfor %}</tr></thead>{% endif %}<tbody>
+{% for row in rows %}<tr>{% for cell in row %}<td{% if loop.index0 and is_number(cell | string) %} class="num"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+{% endfor %}{% if notes %}<h2>Notes</h2><ul class="notes">{% for note in notes %}<li>{{ note }}</li>{% endfor %}</ul>{% endif %}
+<h2>How it is computed</h2><ul class="notes">{% for line in formulas %}<li>{{ line }}</li>{% endfor %}</ul>
+<footer>Generated by Edgeward (edgeward breakeven). Every price carries its source and date above; check them before deciding.</footer></main></body></html>
+"""
 
 
 def html_page(result, tables, charts: dict[str, bytes]) -> str:
-    scenario = result.scenario
+    """The self-contained page, rendered by Jinja2 with autoescape on: every string from the
+    scenario, the catalogue or a bench file is escaped."""
+    from jinja2 import Environment
+
     money = lambda value: fmt.money(value, result.currency)  # noqa: E731
     first = result.rows[0]
     cards = [
         (fmt.months(result.breakeven_month), "break-even"),
         (money(first.cloud_only), "cloud only, month 1"),
-        (money(first.edge_total), f"on device ({fmt.percent(result.inputs.on_device_share)}), month 1"),
+        (money(first.edge_total), f"on device ({fmt.percent(result.effective_share)}), month 1"),
         (money(sum(result.one_off.values(), Decimal(0))), "one-off cost on device"),
     ] + [(money(value), f"saving after {month} months") for month, value in result.savings.items()]
-    figures = "".join(
-        f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(charts[name]).decode()}">'
-        f"</figure>" for name, alt in (("cumulative", "Cumulative cost of each option by month"),
-                                       ("monthly", "Monthly cost of each option"),
-                                       ("tornado", "Sensitivity of the break-even month")) if name in charts)
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>Break-even: {_e(scenario.name)}</title><style>{CSS}</style></head><body><main>",
-        f"<h1>Break-even: {_e(scenario.name)}</h1>",
-        f'<p class="meta">{_e(scenario.description)}</p>' if scenario.description else "",
-        f'<p class="meta">Cloud: {_e(scenario.cloud_label)}. On device: {_e(scenario.edge_label)}, '
-        f"{_e(fmt.percent(result.inputs.on_device_share))} of requests. Horizon {result.months} months of 30 days; "
-        f"currency {_e(result.currency)}.</p>",
-        f'<p class="lead{" never" if result.breakeven_month is None else ""}">{_e(headline(result))}</p>',
-        '<div class="cards">' + "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(k)}</span></div>'
-                                        for v, k in cards) + "</div>",
-        figures,
-    ]
-    for title, header, rows in tables:
-        parts.append(f"<h2>{_e(title)}</h2>{_html_table(header, rows)}")
-    if result.notes:
-        parts.append("<h2>Notes</h2><ul class=\"notes\">" + "".join(f"<li>{_e(n)}</li>" for n in result.notes)
-                     + "</ul>")
-    parts.append("<h2>How it is computed</h2><ul class=\"notes\">" + "".join(f"<li>{_e(f)}</li>" for f in FORMULAS)
-                 + "</ul>")
-    parts.append("<footer>Generated by Edgeward (edgeward breakeven). Every price carries its source and date "
-                 "above; check them before deciding.</footer></main></body></html>")
-    return "\n".join(part for part in parts if part)
+    figures = [(name, alt, base64.b64encode(charts[name]).decode())
+               for name, alt in (("cumulative", "Cumulative cost of each option by month"),
+                                 ("monthly", "Monthly cost of each option"),
+                                 ("tornado", "Sensitivity of the break-even month")) if name in charts]
+    environment = Environment(autoescape=True, keep_trailing_newline=True)
+    return environment.from_string(PAGE).render(
+        scenario=result.scenario, css=CSS, summary=summary_line(result), never=result.breakeven_month is None,
+        headline=headline(result), warnings=result.warnings, cards=cards, figures=figures, tables=tables,
+        notes=result.notes, formulas=FORMULAS, is_number=_is_number)

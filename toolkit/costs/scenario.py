@@ -1,46 +1,41 @@
 """Scenario YAML: read once, check everything, list every problem together.
 
-A scenario is traffic + a cloud option + an edge option + a router share. Each figure
-is the scenario's own, a catalogue entry's, a device profile's or a bench file's; the
-resolved `Scenario` remembers which (`sources`), so the report can say where each
-number came from. See `edgeward breakeven --example` for a commented scenario.
+A scenario is traffic + a cloud option + an edge option + a router share. Its shape is a
+pydantic model (`schema.py`: unknown keys refused, every figure within its bounds); this
+module resolves it: catalogue entries, the device profile, bench files and a caller's
+measured figures fill what the scenario leaves out. The resolved `Scenario` remembers
+where each number came from (`sources`), so the report can say so. See
+`edgeward breakeven --example` for a commented scenario.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from toolkit.common.text import did_you_mean
 from toolkit.costs.bench_input import BenchRecord, read_bench
 from toolkit.costs.model import Inputs
-from toolkit.costs.pricing import Entry, load_catalogue, lookup, suggest
+from toolkit.costs.pricing import Entry, load_catalogue, lookup, tier_text
+from toolkit.costs.schema import MAX_LATENCY_MS, MAX_POWER_W, Figure, ScenarioDoc, validate
 from toolkit.costs.values import ValueProblem, read_value
 from toolkit.errors import BadInput
 
-SECTIONS = {
-    "": ("name", "description", "currency", "months", "model", "traffic", "cloud", "edge", "router"),
-    "traffic": ("active_users", "requests_per_user_per_day", "monthly_growth", "tokens_in_per_request",
-                "tokens_out_per_request", "seconds_per_request", "peak_to_average"),
-    "cloud": ("api", "instance", "workload", "description", "price_per_request", "price_per_1k_requests",
-              "price_per_1k_input_tokens", "price_per_1m_input_tokens", "price_per_1k_output_tokens",
-              "price_per_1m_output_tokens", "price_per_minute", "price_per_hour", "throughput_rps",
-              "utilisation", "min_instances"),
-    "edge": ("device", "description", "engineering_hours", "hourly_rate", "hardware_per_device", "buy_hardware",
-             "devices", "model_size_mb", "updates_per_year", "egress_per_gb", "egress", "latency_ms", "power_w",
-             "electricity_per_kwh", "electricity", "energy_paid_by_user", "upkeep_per_month"),
-    "router": ("on_device_share",),
-}
-API_PRICES = {  # scenario key -> (Inputs field, factor to the field's unit)
-    "price_per_request": ("price_per_request", Decimal(1)),
-    "price_per_1k_requests": ("price_per_request", Decimal("0.001")),
-    "price_per_1m_input_tokens": ("price_per_1m_input_tokens", Decimal(1)),
-    "price_per_1k_input_tokens": ("price_per_1m_input_tokens", Decimal(1000)),
-    "price_per_1m_output_tokens": ("price_per_1m_output_tokens", Decimal(1)),
-    "price_per_1k_output_tokens": ("price_per_1m_output_tokens", Decimal(1000)),
-    "price_per_minute": ("price_per_minute", Decimal(1)),
+TWO_SPELLINGS = (  # (the stored price, its other spelling, factor from the other to the stored)
+    ("price_per_request", "price_per_1k_requests", Decimal("0.001")),
+    ("price_per_1m_input_tokens", "price_per_1k_input_tokens", Decimal(1000)),
+    ("price_per_1m_output_tokens", "price_per_1k_output_tokens", Decimal(1000)),
+)
+API_KEYS = ("price_per_request", "price_per_1k_requests", "price_per_1k_input_tokens", "price_per_1m_input_tokens",
+            "price_per_1k_output_tokens", "price_per_1m_output_tokens", "price_per_minute")
+FIGURE_BOUNDS = {  # a caller's figures: name -> (lowest, highest, lowest excluded)
+    "on_device_share": (Decimal(0), Decimal(1), False),
+    "latency_ms": (Decimal(0), MAX_LATENCY_MS, True),
+    "latency_p95_ms": (Decimal(0), MAX_LATENCY_MS, True),
+    "model_size_mb": (Decimal(0), Decimal("1e9"), False),
+    "power_w": (Decimal(0), MAX_POWER_W, False),
 }
 
 
@@ -57,10 +52,11 @@ class Scenario:
     benches: list[BenchRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     description: str = ""
+    catalogues: list[str] = field(default_factory=list)  # the user's catalogue folders, in order
 
 
 def read_scenario_file(path: str | os.PathLike) -> dict:
-    """The YAML mapping in `path` (safe_load), or BadInput naming the file."""
+    """The YAML mapping in `path`, or BadInput naming the file."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"scenario {path}: file not found")
@@ -68,117 +64,95 @@ def read_scenario_file(path: str | os.PathLike) -> dict:
 
 
 def parse_scenario_text(text: str, label: str = "scenario") -> dict:
-    from toolkit.safety import load_yaml
+    """YAML with the safety limits, numbers read as YAML 1.2 does: `1:30` (a YAML 1.1 base-60
+    number, 90), `0x10` and `0o10` stay text, so the checks refuse them instead of pricing 90."""
+    from toolkit.safety.yaml import load_yaml
 
-    data = load_yaml(text, what=label)  # safe_load with size and alias limits; errors are one line
+    data = load_yaml(text, what=label, strict_numbers=True)  # size, alias and syntax limits; one-line errors
     if not isinstance(data, dict):
         raise BadInput(f"{label}: a scenario is a YAML mapping (traffic, cloud, edge, router); "
                        "see `edgeward breakeven --example`")
     return data
 
 
-def scenario_problems(data: dict) -> list[str]:
+def scenario_problems(data: dict, *, catalogue=()) -> list[str]:
     """Every problem in a scenario mapping (empty when it is usable). Never raises."""
     try:
-        parser = _Parser(data, ())
-        parser.parse()
-        return parser.problems
+        load_scenario(data, catalogue=catalogue)
+        return []
     except BadInput as error:
-        return [str(error)]
+        return [part for part in str(error).split("; ") if part] or [str(error)]
 
 
-def load_scenario(data: dict | str | os.PathLike, *, bench=(), months: int | None = None) -> Scenario:
+def load_scenario(data: dict | str | os.PathLike, *, bench=(), months: int | None = None, catalogue=(),
+                  figures: dict | None = None) -> Scenario:
     """A checked, resolved Scenario. BadInput lists every problem on one line."""
     if not isinstance(data, dict):
         data = read_scenario_file(data)
+    figures = dict(figures or {})
+    if "on_device_share" in figures and not (isinstance(data.get("router"), dict)
+                                             and data["router"].get("on_device_share") is not None):
+        data = {**data, "router": {"on_device_share": 0}}  # the caller's figure replaces it below
     records = [read_bench(path) if not isinstance(path, BenchRecord) else path for path in bench]
-    parser = _Parser(data, records)
-    scenario = parser.parse()
+    doc, problems = validate(data)
+    if months is not None and not 1 <= int(months) <= 600:
+        problems.append(f"--months must be between 1 and 600 (got {months})")
+    if problems:
+        raise BadInput("; ".join(problems))
+    resolver = _Resolver(doc, records, catalogue, figures)
+    scenario = resolver.resolve()
+    if resolver.problems:
+        raise BadInput("; ".join(resolver.problems))
     if months is not None:
-        if not 1 <= int(months) <= 600:
-            parser.problems.append(f"--months must be between 1 and 600 (got {months})")
-        elif scenario is not None:
-            scenario.months = int(months)
-    if parser.problems:
-        raise BadInput("; ".join(parser.problems))
+        scenario.months = int(months)
     return scenario
 
 
-class _Parser:
-    """Walks the mapping once, collecting problems instead of stopping at the first."""
+class _Resolver:
+    """Fills the Inputs from the checked document, collecting problems instead of stopping."""
 
-    def __init__(self, data: dict, benches: list[BenchRecord]):
-        self.data = data if isinstance(data, dict) else {}
+    def __init__(self, doc: ScenarioDoc, benches: list[BenchRecord], catalogue, figures: dict):
+        self.doc = doc
         self.benches = benches
+        self.extra_catalogues = [catalogue] if isinstance(catalogue, str | os.PathLike) else list(catalogue or ())
+        self.figures = figures
         self.problems: list[str] = []
         self.sources: dict[str, str] = {}
         self.values: dict = {}
         self.notes: list[str] = []
         self.entries: list[Entry] = []
-        self.currency = "USD"
-        self.device_name: str | None = None  # edge.device, once its profile is read
-        self._cloud_entry: Entry | None = None  # cloud.instance's catalogue entry
+        self.currency = doc.currency
+        self.device_name: str | None = None
+        self._cloud_entry: Entry | None = None
         self._catalogue = None
 
     # ------------------------------------------------------------ helpers
 
-    def section(self, name: str) -> dict:
-        value = self.data.get(name)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.problems.append(f"'{name}' must be a mapping (got {type(value).__name__})")
-            return {}
-        return value
-
-    def unknown_keys(self, name: str, section: dict) -> None:
-        for key in section:
-            if key not in SECTIONS[name]:
-                where = f"{name}.{key}" if name else str(key)
-                self.problems.append(f"unknown field '{where}'{suggest(str(key), list(SECTIONS[name]))}")
-
-    def number(self, section: dict, where: str, key: str, *, target: str | None = None, required=False,
-               minimum=None, above=None, maximum=None, percent=False, money=False, integer=False,
-               factor=Decimal(1)) -> Decimal | None:
-        field_name = f"{where}.{key}"
-        if section.get(key) is None:
-            if required:
-                self.problems.append(f"{field_name} is required")
+    def put(self, target: str, fig: Figure | None, where: str, factor=Decimal(1)) -> Decimal | None:
+        if fig is None:
             return None
-        try:
-            value, currency, source = read_value(section[key], percent=percent, money=money)
-        except ValueProblem as problem:
-            self.problems.append(f"{field_name} {problem}")
+        if fig.currency and fig.currency != self.currency:
+            self.problems.append(f"{where} is in {fig.currency} but the scenario's currency is {self.currency}")
             return None
-        if currency and currency != self.currency:
-            self.problems.append(f"{field_name} is in {currency} but the scenario's currency is {self.currency}")
-            return None
-        bad = None
-        if above is not None and value <= above:
-            bad = f"must be more than {above}"
-        elif minimum is not None and value < minimum:
-            bad = f"must be at least {minimum}"
-        elif maximum is not None and value > maximum:
-            bad = f"must be at most {maximum}"
-        elif integer and value != value.to_integral_value():
-            bad = "must be a whole number"
-        if bad:
-            bad = "must be within [0, 1]" if maximum == 1 and minimum == 0 else bad
-            self.problems.append(f"{field_name} {bad} (got {section[key]!r})")
-            return None
-        value *= factor
-        self.values[target or key] = value
-        self.sources[target or key] = f"scenario {field_name}" + (f" ({source})" if source else "")
-        return value
+        self.values[target] = fig.value * factor
+        self.sources[target] = f"scenario {where}" + (f" ({fig.source})" if fig.source else "")
+        return self.values[target]
 
     def catalogue(self) -> dict[str, Entry]:
         if self._catalogue is None:
-            self._catalogue = load_catalogue()
+            try:
+                self._catalogue = load_catalogue(extra=self.extra_catalogues)
+            except BadInput as error:
+                self.problems.append(str(error))
+                self._catalogue = {}
         return self._catalogue
 
     def entry(self, name, kind: str, where: str) -> Entry | None:
+        catalogue = self.catalogue()
+        if not catalogue:
+            return None
         try:
-            found = lookup(str(name), kind, self.catalogue())
+            found = lookup(str(name), kind, catalogue)
         except BadInput as error:
             self.problems.append(f"{where}: {error}")
             return None
@@ -186,7 +160,8 @@ class _Parser:
             self.problems.append(f"{where} {found.name!r} is priced in {found.currency} but the scenario's "
                                  f"currency is {self.currency}: give your own prices in {self.currency}")
             return None
-        self.entries.append(found)
+        if found not in self.entries:
+            self.entries.append(found)
         return found
 
     def from_entry(self, entry: Entry, price_key: str, target: str) -> None:
@@ -194,191 +169,241 @@ class _Parser:
             self.values[target] = Decimal(entry.prices[price_key])
             self.sources[target] = entry.cite()
 
+    def prices(self, section, where: str, prefix: str = "") -> None:
+        """The API prices of a section; two spellings of one price are refused."""
+        for stored, other, factor in TWO_SPELLINGS:
+            mine, theirs = getattr(section, stored), getattr(section, other)
+            if mine is not None and theirs is not None:
+                self.problems.append(f"{where}: {stored} and {other} are two prices for one thing: give one")
+                continue
+            self.put(prefix + stored, mine, f"{where}.{stored}")
+            self.put(prefix + stored, theirs, f"{where}.{other}", factor)
+
     # ------------------------------------------------------------ sections
 
-    def parse(self) -> Scenario | None:
-        if not isinstance(self.data, dict):
-            self.problems.append("a scenario is a mapping")
-            return None
-        self.unknown_keys("", self.data)
-        currency = str(self.data.get("currency") or "USD").strip()
-        if not re.fullmatch(r"[A-Z]{3}", currency):
-            self.problems.append(f"currency must be a three-letter ISO code such as USD or EUR (got {currency!r})")
-        self.currency = currency.upper()
-        months = self.data.get("months", 36)
-        if isinstance(months, bool) or not isinstance(months, int) or not 1 <= months <= 600:
-            self.problems.append(f"months must be a whole number between 1 and 600 (got {months!r})")
-            months = 36
-        model = self._model()
+    def resolve(self) -> Scenario | None:
+        doc = self.doc
         self._traffic()
         cloud_label = self._cloud()
         edge_label = self._edge()
-        router = self.section("router")
-        self.unknown_keys("router", router)
-        if not router and "on_device_share" in self.data:
-            self.problems.append("on_device_share belongs under 'router:'")
-        self.number(router, "router", "on_device_share", required=True, minimum=0, maximum=1, percent=True)
-        self._apply_benches(model)
+        self.put("on_device_share", doc.router.on_device_share, "router.on_device_share")
+        self.put("discount_rate", doc.discount_rate, "discount_rate")
+        from toolkit.costs.apply_bench import apply_benches
+
+        apply_benches(self, doc.model)
+        self._figures()
         self._cross_checks()
         if self.problems:
             return None
-        inputs = Inputs(currency=self.currency, **self.values)
         return Scenario(
-            name=str(self.data.get("name") or "break-even"),
-            description=str(self.data.get("description") or ""),
-            inputs=inputs, months=months, sources=self.sources, model=model, cloud_label=cloud_label,
-            edge_label=edge_label, entries=self.entries, benches=self.benches, notes=self.notes,
+            name=str(doc.name or "break-even"), description=str(doc.description or ""),
+            inputs=Inputs(currency=self.currency, **self.values), months=doc.months, sources=self.sources,
+            model=doc.model, cloud_label=cloud_label, edge_label=edge_label, entries=self.entries,
+            benches=self.benches, notes=self.notes, catalogues=[str(folder) for folder in self.extra_catalogues],
         )
 
-    def _model(self) -> dict | None:
-        model = self.data.get("model")
-        if model is None:
-            return None
-        if isinstance(model, str) and model.strip():
-            text = model.strip()
-            return {"sha256": text.lower()} if re.fullmatch(r"[0-9a-fA-F]{12,64}", text) else {"name": text}
-        if isinstance(model, dict) and (model.get("name") or model.get("sha256")):
-            return {k: str(v) for k, v in model.items() if k in ("name", "sha256", "path") and v}
-        self.problems.append("model must be a name, a sha256, or a mapping with name and/or sha256")
-        return None
-
     def _traffic(self) -> None:
-        traffic = self.section("traffic")
-        if "traffic" not in self.data:
-            self.problems.append("traffic is required (active_users, requests_per_user_per_day)")
-        self.unknown_keys("traffic", traffic)
-        required = "traffic" in self.data
-        self.number(traffic, "traffic", "active_users", required=required, above=0)
-        self.number(traffic, "traffic", "requests_per_user_per_day", required=required, above=0)
-        self.number(traffic, "traffic", "monthly_growth", above=-1, percent=True)
-        for key in ("tokens_in_per_request", "tokens_out_per_request", "seconds_per_request"):
-            self.number(traffic, "traffic", key, minimum=0)
-        self.number(traffic, "traffic", "peak_to_average", minimum=1)
+        traffic = self.doc.traffic
+        for key in ("active_users", "requests_per_user_per_day", "monthly_growth", "tokens_in_per_request",
+                    "tokens_out_per_request", "seconds_per_request", "peak_to_average", "installs"):
+            self.put(key, getattr(traffic, key), f"traffic.{key}")
+        if traffic.hourly_load:
+            self.values["hourly_load"] = tuple(item.value for item in traffic.hourly_load)
+            self.sources["hourly_load"] = "scenario traffic.hourly_load"
+            if traffic.peak_to_average is None:
+                loads = self.values["hourly_load"]
+                self.values["peak_to_average"] = max(max(loads) / (sum(loads) / len(loads)), Decimal(1))
+                self.sources["peak_to_average"] = "traffic.hourly_load: busiest hour ÷ the day's average"
 
     def _cloud(self) -> str:
-        cloud = self.section("cloud")
-        if "cloud" not in self.data:
-            self.problems.append("cloud is required: name a catalogue entry (api: or instance:) or give prices")
-            return ""
-        self.unknown_keys("cloud", cloud)
-        instance_mode = "instance" in cloud or "price_per_hour" in cloud
-        if instance_mode and ("api" in cloud or any(key in cloud for key in API_PRICES)):
+        cloud = self.doc.cloud
+        given = cloud.model_fields_set
+        instance_mode = cloud.instance is not None or cloud.price_per_hour is not None
+        api_given = cloud.api is not None or any(getattr(cloud, key) is not None for key in API_KEYS)
+        if instance_mode and api_given:
             self.problems.append("cloud: give either an API (api: or per-request/token prices) or instances "
                                  "(instance: or price_per_hour), not both")
             return ""
+        del given
         return self._instances(cloud) if instance_mode else self._api(cloud)
 
-    def _api(self, cloud: dict) -> str:
+    def _api(self, cloud) -> str:
         self.values["cloud_mode"] = "api"
         self.sources["cloud_mode"] = "scenario cloud (an API, priced per use)"
-        for key in ("throughput_rps", "utilisation", "min_instances", "workload"):
-            if key in cloud:
+        for key in ("throughput_rps", "utilisation", "min_instances", "workload", "purchase", "scaling",
+                    "prefill_tokens_per_s"):
+            if getattr(cloud, key) is not None:
                 self.problems.append(f"cloud.{key} applies to self-hosted instances: give cloud.instance or "
                                      "cloud.price_per_hour, or remove it")
-        for key, (target, factor) in API_PRICES.items():
-            self.number(cloud, "cloud", key, target=target, minimum=0, money=True, factor=factor)
+        self.prices(cloud, "cloud")
+        self.put("price_per_minute", cloud.price_per_minute, "cloud.price_per_minute")
         label = "API (own prices)"
-        if cloud.get("api") is not None:
-            entry = self.entry(cloud["api"], "api", "cloud.api")
+        if cloud.api is not None:
+            entry = self.entry(cloud.api, "api", "cloud.api")
             if entry:
-                for key in ("price_per_request", "price_per_1m_input_tokens", "price_per_1m_output_tokens",
-                            "price_per_minute"):
-                    self.from_entry(entry, key, key)
+                self._api_entry(entry, "")
                 label = f"API {entry.title}"
-        elif not any(key in cloud for key in API_PRICES):
+        elif not any(getattr(cloud, key) is not None for key in API_KEYS):
             self.problems.append("cloud needs a price: api: <catalogue entry>, price_per_request, "
                                  "price_per_1m_input_tokens/price_per_1m_output_tokens, price_per_minute, "
                                  "or instance:/price_per_hour for self-hosted")
+        if cloud.small_model is not None:
+            label += self._small_model(cloud.small_model)
         return label
 
-    def _instances(self, cloud: dict) -> str:
+    def _api_entry(self, entry: Entry, prefix: str) -> None:
+        keys = ("price_per_request", "price_per_1m_input_tokens", "price_per_1m_output_tokens") + \
+            (("price_per_minute",) if not prefix else ())
+        for key in keys:
+            self.from_entry(entry, key, prefix + key)
+        if entry.tiers and prefix + "price_per_request" not in self.values:
+            self.values[prefix + "api_tiers"] = entry.tiers
+            self.sources[prefix + "api_tiers"] = f"{entry.cite()}; monthly tiers at the margin: {tier_text(entry.tiers)}"
+
+    def _small_model(self, small) -> str:
+        self.put("small_model_share", small.share, "cloud.small_model.share")
+        self.prices(small, "cloud.small_model", prefix="small_")
+        if small.api is not None:
+            entry = self.entry(small.api, "api", "cloud.small_model.api")
+            if entry:
+                if entry.prices.get("price_per_minute"):
+                    self.problems.append("cloud.small_model.api: a model priced per minute cannot be the router's "
+                                         "small model")
+                self._api_entry(entry, "small_")
+                return f", {fmt_share(small.share.value)} routed to {entry.title}"
+        elif not any(getattr(small, key) is not None for key in API_KEYS if key != "price_per_minute"):
+            self.problems.append("cloud.small_model needs a price: api: <catalogue entry> or its own prices")
+        return f", {fmt_share(small.share.value)} routed to a small model"
+
+    def _instances(self, cloud) -> str:
         self.values["cloud_mode"] = "instances"
         self.sources["cloud_mode"] = "scenario cloud (self-hosted instances, priced per hour)"
-        self.number(cloud, "cloud", "price_per_hour", minimum=0, money=True)
-        self.number(cloud, "cloud", "throughput_rps", above=0)
-        self.number(cloud, "cloud", "utilisation", required=True, above=0, maximum=1, percent=True)
-        self.number(cloud, "cloud", "min_instances", minimum=0, integer=True)
-        label = "self-hosted instances (own prices)"
+        if cloud.small_model is not None:
+            self.problems.append("cloud.small_model applies to APIs (a router between two priced models)")
+        self.put("price_per_hour", cloud.price_per_hour, "cloud.price_per_hour")
+        self.put("throughput_rps", cloud.throughput_rps, "cloud.throughput_rps")
+        if cloud.utilisation is None:
+            self.problems.append("cloud.utilisation is required")
+        self.put("utilisation", cloud.utilisation, "cloud.utilisation")
+        self.put("min_instances", cloud.min_instances, "cloud.min_instances")
+        if cloud.scaling:
+            self.values["scaling"] = cloud.scaling
+            self.sources["scaling"] = "scenario cloud.scaling"
+            if cloud.scaling == "autoscaled" and not self.doc.traffic.hourly_load:
+                self.problems.append("cloud.scaling: autoscaled needs traffic.hourly_load (24 hourly loads)")
+        purchase = cloud.purchase or "on-demand"
+        label = f"self-hosted instances (own prices, {purchase})"
         entry = None
-        if cloud.get("instance") is not None:
-            entry = self.entry(cloud["instance"], "instance", "cloud.instance")
+        if cloud.instance is not None:
+            entry = self.entry(cloud.instance, "instance", "cloud.instance")
             if entry:
-                self.from_entry(entry, "price_per_hour", "price_per_hour")
-                label = f"self-hosted {entry.title}"
+                key = {"on-demand": "price_per_hour", "reserved": "price_per_hour_reserved",
+                       "spot": "price_per_hour_spot"}[purchase]
+                if key not in entry.prices and "price_per_hour" not in self.values:
+                    self.problems.append(f"cloud.purchase: catalogue {entry.name} has no {purchase} price; "
+                                         f"give cloud.price_per_hour")
+                self.from_entry(entry, key, "price_per_hour")
+                label = f"self-hosted {entry.title}, {purchase}"
         self._cloud_entry = entry
-        if cloud.get("workload") is not None and "throughput_rps" not in self.values:
-            self._workload(entry, str(cloud["workload"]))
+        if cloud.workload is not None and "throughput_rps" not in self.values:
+            self._workload(entry, str(cloud.workload), cloud.prefill_tokens_per_s)
+        elif cloud.prefill_tokens_per_s is not None:
+            self.notes.append("cloud.prefill_tokens_per_s is used only with a workload measured in output tokens/s")
         return label
 
-    def _workload(self, entry: Entry | None, workload: str) -> None:
+    def _workload(self, entry: Entry | None, workload: str, prefill: Figure | None) -> None:
         if entry is None:
-            self.problems.append("cloud.workload needs cloud.instance naming a catalogue entry")
+            if not any(p.startswith("cloud.instance") for p in self.problems):
+                self.problems.append("cloud.workload needs cloud.instance naming a catalogue entry")
             return
         measured = entry.throughput.get(workload)
-        if measured is None:
+        if not isinstance(measured, dict):
             self.problems.append(f"cloud.workload: {entry.name} has no measured throughput for {workload!r}"
-                                 f"{suggest(workload, list(entry.throughput))}")
+                                 f"{did_you_mean(workload, list(entry.throughput))}")
             return
         where = f"catalogue {entry.name} throughput.{workload} ({measured.get('source', entry.source)})"
-        if measured.get("requests_per_s") is not None:
-            self.values["throughput_rps"] = Decimal(str(measured["requests_per_s"]))
-            self.sources["throughput_rps"] = where
-        elif measured.get("output_tokens_per_s") is not None:
-            tokens = self.values.get("tokens_out_per_request")
-            if not tokens:
-                self.problems.append(f"traffic.tokens_out_per_request is required: throughput for {workload!r} "
-                                     "is in output tokens per second")
+        try:
+            if measured.get("requests_per_s") is not None:
+                self.values["throughput_rps"] = _positive(measured["requests_per_s"])
+                self.sources["throughput_rps"] = where
+            elif measured.get("output_tokens_per_s") is not None:
+                self._token_throughput(measured, where, prefill)
+            else:
+                self.problems.append(f"cloud.workload: {entry.name} throughput.{workload} has no requests_per_s "
+                                     "or output_tokens_per_s")
+        except ValueProblem as problem:
+            self.problems.append(f"catalogue {entry.name} throughput.{workload} {problem}")
+
+    def _token_throughput(self, measured: dict, where: str, prefill: Figure | None) -> None:
+        """Seconds per request on one instance = tokens out ÷ output tokens/s (measured with
+        `input_tokens_per_request` tokens in) + the extra input tokens ÷ the prefill rate."""
+        tokens_out = self.values.get("tokens_out_per_request")
+        if not tokens_out:
+            self.problems.append("traffic.tokens_out_per_request is required: throughput is in output tokens per "
+                                 "second")
+            return
+        tokens_in = self.values.get("tokens_in_per_request", Decimal(0))
+        measured_in = _positive(measured.get("input_tokens_per_request", 0), zero_ok=True)
+        seconds = tokens_out / _positive(measured["output_tokens_per_s"])
+        how = f"{where}, output tokens/s ÷ tokens_out_per_request"
+        extra = tokens_in - measured_in
+        if extra > 0:
+            if prefill is None:
+                measured_text = f"measured with {measured_in} input tokens per request" if measured_in else \
+                    "measured without saying its input length"
+                self.problems.append(f"cloud.prefill_tokens_per_s is required: the workload was {measured_text} "
+                                     f"and the scenario sends {tokens_in}; the prompt's cost depends on it")
                 return
-            self.values["throughput_rps"] = Decimal(str(measured["output_tokens_per_s"])) / tokens
-            self.sources["throughput_rps"] = f"{where}, output tokens/s ÷ tokens_out_per_request"
+            seconds += extra / prefill.value
+            how += f" + {extra} more input tokens ÷ {prefill.value} prefill tokens/s (scenario)"
+        self.values["throughput_rps"] = Decimal(1) / seconds
+        self.sources["throughput_rps"] = how
 
     def _edge(self) -> str:
-        edge = self.section("edge")
-        if "edge" not in self.data:
-            self.problems.append("edge is required (engineering_hours, hourly_rate, ...)")
-            return ""
-        self.unknown_keys("edge", edge)
-        self.number(edge, "edge", "engineering_hours", required=True, minimum=0)
-        self.number(edge, "edge", "hourly_rate", required=True, minimum=0, money=True)
-        self.number(edge, "edge", "hardware_per_device", minimum=0, money=True)
-        self.number(edge, "edge", "devices", above=0)
-        self.number(edge, "edge", "model_size_mb", minimum=0)
-        self.number(edge, "edge", "updates_per_year", minimum=0)
-        self.number(edge, "edge", "egress_per_gb", minimum=0, money=True)
-        self.number(edge, "edge", "latency_ms", above=0)
-        self.number(edge, "edge", "power_w", minimum=0)
-        self.number(edge, "edge", "electricity_per_kwh", minimum=0, money=True)
-        self.number(edge, "edge", "upkeep_per_month", minimum=0, money=True)
-        for key in ("energy_paid_by_user", "buy_hardware"):
-            if key in edge and not isinstance(edge[key], bool):
-                self.problems.append(f"edge.{key} must be true or false (got {edge[key]!r})")
-        self.values["energy_paid_by_user"] = edge.get("energy_paid_by_user") is True
-        if "energy_paid_by_user" in edge:
+        edge = self.doc.edge
+        for key in ("engineering_hours", "hourly_rate", "hardware_per_device", "concurrency", "lifetime_months",
+                    "fee_per_device_per_month", "model_size_mb", "updates_per_year", "egress_per_gb", "latency_ms",
+                    "latency_p95_ms", "latency_budget_ms", "power_w", "electricity_per_kwh", "upkeep_per_month"):
+            self.put(key, getattr(edge, key), f"edge.{key}")
+        if "latency_ms" in self.values:
+            self.values["latency_kind"] = "stated"
+        if edge.devices == "traffic":
+            self.values["fleet"] = "traffic"
+            self.sources["fleet"] = "scenario edge.devices: traffic (sized from the peak load and the latency)"
+        elif edge.devices is not None:
+            self.values["fleet"] = "fixed"
+            self.put("devices", edge.devices, "edge.devices")
+        if edge.devices_grow_with_users:
+            if self.values.get("fleet") != "fixed":
+                self.problems.append("edge.devices_grow_with_users needs edge.devices (a number)")
+            self.values["devices_grow"] = True
+        self.values["energy_paid_by_user"] = edge.energy_paid_by_user is True
+        if edge.energy_paid_by_user is not None:
             self.sources["energy_paid_by_user"] = "scenario edge.energy_paid_by_user"
         for key, kind, price_key, target in (("egress", "egress", "price_per_gb", "egress_per_gb"),
                                              ("electricity", "electricity", "price_per_kwh", "electricity_per_kwh")):
-            if edge.get(key) is not None:
+            if getattr(edge, key) is not None:
                 if target in self.values:
                     self.problems.append(f"edge: give {key} or {target}, not both")
                     continue
-                entry = self.entry(edge[key], kind, f"edge.{key}")
+                entry = self.entry(getattr(edge, key), kind, f"edge.{key}")
                 if entry:
                     self.from_entry(entry, price_key, target)
-        if edge.get("device") is not None:
+        if edge.device is not None:
             self._device(edge)
-        elif edge.get("buy_hardware") is True:
+        elif edge.buy_hardware is True:
             self.problems.append("edge.buy_hardware needs edge.device (a device profile with a unit_price)")
-        if edge.get("description"):
-            return str(edge["description"])
+        if edge.description:
+            return str(edge.description)
         if self.device_name:
             return self.device_name
-        own = "hardware_per_device" not in self.values or not self.values["hardware_per_device"]
-        return "the users' own devices" if own and "devices" not in self.values else "dedicated devices"
+        own = not self.values.get("hardware_per_device")
+        return "the users' own devices" if own and "fleet" not in self.values else "dedicated devices"
 
-    def _device(self, edge: dict) -> None:
+    def _device(self, edge) -> None:
         from toolkit.costs.device_figures import device_profile
 
-        name = str(edge["device"])
+        name = str(edge.device)
         try:
             profile = device_profile(name)
         except BadInput as error:
@@ -388,7 +413,7 @@ class _Parser:
         if profile.power_w is not None and "power_w" not in self.values:
             self.values["power_w"] = profile.power_w
             self.sources["power_w"] = f"device profile {name} power_w.{profile.power_source}"
-        if edge.get("buy_hardware") is True and "hardware_per_device" not in self.values:
+        if edge.buy_hardware is True and "hardware_per_device" not in self.values:
             if profile.unit_price is None:
                 self.problems.append(f"edge.buy_hardware: device profile {name!r} has no unit_price; "
                                      "give edge.hardware_per_device")
@@ -399,10 +424,27 @@ class _Parser:
                 self.values["hardware_per_device"] = profile.unit_price
                 self.sources["hardware_per_device"] = f"device profile {name} unit_price ({profile.price_source})"
 
-    def _apply_benches(self, model: dict | None) -> None:
-        from toolkit.costs.apply_bench import apply_benches
-
-        apply_benches(self, model)
+    def _figures(self) -> None:
+        """A caller's measured figures (toolkit.plan) replace the scenario's, with their source."""
+        for name, given in self.figures.items():
+            if name not in FIGURE_BOUNDS:
+                self.problems.append(f"figures: unknown figure {name!r}{did_you_mean(name, list(FIGURE_BOUNDS))}")
+                continue
+            value, source = given if isinstance(given, tuple) else (given, "given by the caller")
+            try:
+                number = read_value(value)[0]
+            except ValueProblem as problem:
+                self.problems.append(f"figures.{name} {problem}")
+                continue
+            low, high, exclusive = FIGURE_BOUNDS[name]
+            if number > high or number < low or (exclusive and number == low):
+                self.problems.append(f"figures.{name} must be within {'(' if exclusive else '['}{low}, {high}] "
+                                     f"(got {value!r})")
+                continue
+            self.values[name] = number
+            self.sources[name] = str(source)
+            if name == "latency_ms":
+                self.values["latency_kind"] = "estimate" if "estimat" in str(source).lower() else "measured"
 
     def _cross_checks(self) -> None:
         values = self.values
@@ -410,21 +452,49 @@ class _Parser:
         if mode == "instances":
             if "price_per_hour" not in values and not any(p.startswith("cloud.") for p in self.problems):
                 self.problems.append("cloud.price_per_hour is required (or cloud.instance naming a catalogue entry)")
-            if "throughput_rps" not in values and not any("throughput" in p or "workload" in p
-                                                          for p in self.problems):
+            if "throughput_rps" not in values and not any("throughput" in p or "workload" in p or "prefill" in p
+                                                          or "tokens_out" in p for p in self.problems):
                 entry = self._cloud_entry
                 known = f" (catalogue workloads: {', '.join(entry.throughput)})" if entry and entry.throughput else ""
                 self.problems.append("cloud.throughput_rps is required for self-hosted instances: measured "
                                      f"requests/s per instance, cloud.workload, or a --bench on it{known}")
         if mode == "api":
-            for price, need, what in (("price_per_1m_input_tokens", "tokens_in_per_request", "input token"),
-                                      ("price_per_1m_output_tokens", "tokens_out_per_request", "output token"),
-                                      ("price_per_minute", "seconds_per_request", "minute")):
-                if values.get(price) and not values.get(need):
-                    self.problems.append(f"traffic.{need} is required: the cloud is priced per {what}")
+            for prefix in ("", "small_"):
+                for price, need, what in (("price_per_1m_input_tokens", "tokens_in_per_request", "input token"),
+                                          ("price_per_1m_output_tokens", "tokens_out_per_request", "output token"),
+                                          ("price_per_minute", "seconds_per_request", "minute")):
+                    if values.get(prefix + price) and not values.get(need):
+                        problem = f"traffic.{need} is required: the cloud is priced per {what}"
+                        if problem not in self.problems:
+                            self.problems.append(problem)
+        if values.get("fleet") == "traffic" and not values.get("latency_ms"):
+            self.problems.append("edge.devices: traffic sizes the fleet from the latency: give edge.latency_ms "
+                                 "or --bench")
+        if values.get("latency_budget_ms") and values.get("fleet") in ("fixed", "traffic"):
+            self.notes.append("edge.latency_budget_ms applies to the users' own devices; a dedicated fleet is "
+                              "sized to keep up instead")
+        if values.get("latency_p95_ms") and values.get("latency_ms") and \
+                values["latency_p95_ms"] < values["latency_ms"]:
+            self.problems.append("edge.latency_p95_ms must be at least the p50 edge.latency_ms")
         if values.get("model_size_mb") and "egress_per_gb" not in values:
             self.notes.append("model downloads are not priced: give edge.egress_per_gb or edge.egress")
+        elif values.get("model_size_mb") and "fleet" not in values and "installs" not in values:
+            self.notes.append("model downloads are counted once per daily user: give traffic.installs to count "
+                              "every install")
         if values.get("electricity_per_kwh") and not values.get("energy_paid_by_user"):
             if values.get("latency_ms") is None or values.get("power_w") is None:
                 self.notes.append("energy is not priced: it needs edge.latency_ms (or --bench) and edge.power_w "
                                   "(or edge.device)")
+
+
+def _positive(raw, zero_ok: bool = False) -> Decimal:
+    value = read_value(raw)[0]
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ValueProblem(f"must be more than 0 (got {raw!r})")
+    return value
+
+
+def fmt_share(value: Decimal) -> str:
+    from toolkit.costs.money import percent
+
+    return percent(value)

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from toolkit.costs import money as fmt
 from toolkit.costs.model import DAYS_PER_MONTH
+from toolkit.costs.pricing import Tier
 
 
 def number(value, places: str = "0.000001"):
     if value is None:
         return None
-    if isinstance(value, bool | str):
+    if isinstance(value, bool | str | int):
         return value
-    if isinstance(value, int):
-        return value
-    return float(Decimal(value).quantize(Decimal(places), ROUND_HALF_UP))
+    if isinstance(value, tuple):
+        return [number(item, places) for item in value]
+    if isinstance(value, Tier):
+        return {"up_to": number(value.up_to), "price_per_request": number(value.price_per_request, "0.000000001")}
+    try:
+        return float(Decimal(value).quantize(Decimal(places), ROUND_HALF_UP))
+    except InvalidOperation:  # more digits than the context holds: a float keeps the magnitude
+        return float(value)
 
 
 def money(value):
@@ -39,6 +45,7 @@ def result_dict(result) -> dict:
             "model": scenario.model,
             "cloud": scenario.cloud_label,
             "edge": scenario.edge_label,
+            "discount_rate": number(inputs.discount_rate),
         },
         "breakeven_month": month(result.breakeven_month),
         "breakeven": fmt.months(result.breakeven_month),
@@ -54,10 +61,13 @@ def result_dict(result) -> dict:
             "edge": money(first.edge_total),
             "saving": money(first.cloud_only - first.edge_total),
         },
+        "on_device_share": {"planned": number(inputs.on_device_share), "served": number(result.effective_share)},
+        "devices": {key: number(value) for key, value in result.devices.items()},
+        "alternatives": {key: money(value) for key, value in result.alternatives.items()},
         "inputs": {name: number(getattr(inputs, name)) for name in inputs.__dataclass_fields__},
         "sources": dict(scenario.sources),
-        "catalogue": [{"name": e.name, "title": e.title, "as_of": e.as_of, "source": e.source}
-                      for e in scenario.entries],
+        "catalogue": [{"name": e.name, "title": e.title, "as_of": e.as_of, "stale": e.stale, "source": e.source,
+                       "origin": e.origin} for e in scenario.entries],
         "benches": [{"path": b.path, "model": b.model_label(), "device": b.device,
                      "latency_ms_p50": number(b.latency_ms), "estimate": b.estimate} for b in scenario.benches],
         "capacity": {k: number(v) for k, v in result.capacity.items()},
@@ -68,6 +78,7 @@ def result_dict(result) -> dict:
             for s in result.sensitivity
         ],
         "notes": list(result.notes),
+        "warnings": list(result.warnings),
     }
 
 
@@ -77,6 +88,7 @@ def _row(row) -> dict:
         "active_users": number(row.active_users, "0.01"),
         "requests": number(row.requests, "0.01"),
         "device_requests": number(row.device_requests, "0.01"),
+        "devices": number(row.devices, "0.01"),
         "cloud": money(row.cloud_only),
         "cloud_instances": row.cloud_only_instances,
         "edge": money(row.edge_total),
@@ -85,4 +97,5 @@ def _row(row) -> dict:
         "user_energy": money(row.user_energy),
         "cumulative_cloud": money(row.cumulative_cloud),
         "cumulative_edge": money(row.cumulative_edge),
+        "past_last_tier": row.past_last_tier,
     }

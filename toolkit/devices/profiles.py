@@ -1,4 +1,4 @@
-"""Device profiles: one YAML file per device, validated, every figure with its source.
+"""Device profiles: one YAML file per device, a typed model, every figure with its source.
 
 A profile's name is its file name (`raspberry-pi-5.yaml` → `--device raspberry-pi-5`).
 Profiles are looked up, first match wins, in: the `profiles_dir` argument (`--profiles DIR`),
@@ -7,8 +7,15 @@ the catalogue shipped in `device_profiles/` (its `cloud/` subfolder holds cloud 
 not devices). A profile may say `extends: OTHER` to start from another profile.
 
 A *figure* is a mapping `{value: ..., source: "where it was read"}` or
-`{value: ..., estimate: "how it was worked out"}`: nothing is stated without one of the two.
-Problems are collected and reported together in one line that names the file.
+`{value: ..., estimate: "how it was worked out"}` (or `unknown: why` when no figure
+exists): nothing is stated without one of them. The fields are the pydantic model
+`DeviceSpec` (toolkit.devices.profile_schema): unknown keys are refused, and every problem
+is reported together in one line that names the file.
+
+Memory and storage, for "does the model fit" checks (None when the profile has no figure):
+`profile.ram_bytes` (from `ram_mb`, MiB), `profile.storage_bytes` (from `flash_mb`, MiB,
+on microcontrollers, else `storage_gb`, decimal GB) and `profile.storage_is_flash`.
+`profile.emulated` says an emulator stands in for the device (its timings mean nothing).
 """
 
 from __future__ import annotations
@@ -19,36 +26,56 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit.devices.profile_schema import DeviceSpec, NumberFigure, check_profile, parse_profile
 from toolkit.errors import BadInput
 
-KINDS = ("phone", "car", "board", "mcu", "host")
-TRANSPORTS = ("local", "ssh", "adb", "none")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
+__all__ = ["Profile", "DeviceSpec", "get_profile", "list_profiles", "load_profile", "profile_files", "check_profile",
+           "parse_profile"]
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-# figures every profile must state (dotted paths); numbers must be >= 0
-REQUIRED_FIGURES = ("soc", "cpu", "ram_mb", "memory_bandwidth_gbps", "power_w.idle", "power_w.typical",
-                    "power_w.max", "unit_price_usd")
-NUMERIC_FIGURES = ("ram_mb", "storage_gb", "flash_mb", "memory_bandwidth_gbps", "power_w.idle", "power_w.typical",
-                   "power_w.max", "unit_price_usd", "cpu_cores")
+SHOWN_PROBLEMS = 6  # a longer list ends with "and N more"
 
 
 @dataclass
 class Profile:
     name: str
     path: Path
-    data: dict = field(repr=False)
+    data: dict = field(repr=False)  # the fields as written (after extends and `auto`), for show and reports
+    spec: DeviceSpec = field(repr=False)  # the same, typed
 
     @property
     def kind(self) -> str:
-        return self.data["kind"]
+        return self.spec.kind
 
     @property
     def description(self) -> str:
-        return self.data.get("description", "")
+        return self.spec.description
 
     @property
     def transport(self) -> dict:
         return self.data["transport"]
+
+    @property
+    def ram_bytes(self) -> int | None:
+        """RAM from `ram_mb` (MiB), or None when the profile does not know it."""
+        return _bytes(self.spec.ram_mb, 2**20)
+
+    @property
+    def storage_bytes(self) -> int | None:
+        """Where the model file is kept: flash (`flash_mb`, MiB) on a microcontroller, else
+        storage (`storage_gb`, decimal GB); None when the profile does not know it."""
+        if self.spec.flash_mb is not None:
+            return _bytes(self.spec.flash_mb, 2**20)
+        return _bytes(self.spec.storage_gb, 10**9)
+
+    @property
+    def storage_is_flash(self) -> bool:
+        return self.spec.flash_mb is not None
+
+    @property
+    def emulated(self) -> bool:
+        """An emulator stands in for this device: its numerics count, its timings do not."""
+        return self.spec.emulated
 
     def value(self, dotted: str, default=None):
         """The value of a figure (`power_w.typical`), or `default` when the profile omits it."""
@@ -78,13 +105,17 @@ class Profile:
         return {"name": self.name, "file": str(self.path), **self.data}
 
 
+def _bytes(figure: NumberFigure | None, unit: int) -> int | None:
+    return None if figure is None or figure.value is None else int(figure.value * unit)
+
+
 # ------------------------------------------------------------------ where profiles live
 
 
 def builtin_dir() -> Path:
-    from toolkit.paths import project_root
+    from toolkit.paths import builtin_profiles_dir
 
-    return project_root() / "device_profiles"
+    return builtin_profiles_dir()
 
 
 def search_dirs(profiles_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -138,7 +169,7 @@ def list_profiles(profiles_dir=None) -> tuple[list[Profile], list[str]]:
     return profiles, problems
 
 
-# ------------------------------------------------------------------ loading and validation
+# ------------------------------------------------------------------ loading and checking
 
 
 def load_profile(path: Path, files: dict[str, Path] | None = None, _seen: tuple = ()) -> Profile:
@@ -157,15 +188,17 @@ def load_profile(path: Path, files: dict[str, Path] | None = None, _seen: tuple 
         base.pop("extends", None)
         data = _merge(base, data)
     _resolve_auto(data)
-    problems = validate(data)
+    spec, problems = parse_profile(data)
     if problems:
-        shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+        shown = "; ".join(problems[:SHOWN_PROBLEMS])
+        if len(problems) > SHOWN_PROBLEMS:
+            shown += f"; and {len(problems) - SHOWN_PROBLEMS} more"
         raise BadInput(f"profile {path}: {shown}")
-    return Profile(path.stem, path, data)
+    return Profile(path.stem, path, data, spec)
 
 
 def _read_yaml(path: Path) -> dict:
-    from toolkit.safety import load_yaml
+    from toolkit.safety.yaml import load_yaml
 
     try:
         data = load_yaml(path)  # safe_load with size and alias limits; errors are one line
@@ -189,45 +222,8 @@ def _merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def validate(data: dict) -> list[str]:
-    """Every problem with a profile's fields, as short phrases naming the field."""
-    problems: list[str] = []
-    kind = data.get("kind")
-    if kind not in KINDS:
-        problems.append(f"'kind' must be one of {', '.join(KINDS)} (found {kind!r})" if kind else "missing field 'kind'")
-    for dotted in REQUIRED_FIGURES:
-        if _lookup(data, dotted) is None:
-            problems.append(f"missing field '{dotted}'")
-    if _lookup(data, "storage_gb") is None and _lookup(data, "flash_mb") is None:
-        problems.append("missing field 'storage_gb' (or 'flash_mb' for a microcontroller)")
-    for path, node in _figures(data):
-        problems += _check_figure(path, node)
-    for dotted in NUMERIC_FIGURES:
-        node = _lookup(data, dotted)
-        if isinstance(node, dict) and node.get("value") is not None and not _is_number(node["value"]):
-            problems.append(f"'{dotted}' must be a number (found {node['value']!r})")
-    problems += _check_accelerators(data.get("accelerators"))
-    for key in ("runtimes", "delegates"):
-        value = data.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            problems.append(f"'{key}' must be a list of names")
-    if "runtimes" not in data:
-        problems.append("missing field 'runtimes'")
-    problems += _check_transport(data.get("transport"))
-    return problems
-
-
-def _lookup(data: dict, dotted: str):
-    node = data
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
-
-
 def _figures(node, prefix: str = ""):
-    """(dotted path, mapping) for every mapping that holds a `value`."""
+    """(dotted path, mapping) for every mapping that holds a `value` (outside the transport)."""
     if isinstance(node, dict):
         if "value" in node:
             yield prefix, node
@@ -238,70 +234,6 @@ def _figures(node, prefix: str = ""):
     elif isinstance(node, list):
         for index, child in enumerate(node):
             yield from _figures(child, f"{prefix}[{index}]")
-
-
-def _check_figure(path: str, node: dict) -> list[str]:
-    problems = []
-    stated = any(isinstance(node.get(key), str) and node[key].strip() for key in ("source", "estimate", "unknown"))
-    if not stated:
-        problems.append(f"'{path}' needs a 'source:' or an 'estimate:' saying how it was worked out")
-    value = node.get("value")
-    unknown = node.get("unknown")
-    if value is None and not (isinstance(unknown, str) and unknown.strip()):
-        problems.append(f"'{path}' has no value (write 'unknown: why' when no figure exists)")
-    elif _is_number(value) and value < 0:
-        problems.append(f"'{path}' is negative ({value})")
-    return problems
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _check_accelerators(accelerators) -> list[str]:
-    if not isinstance(accelerators, list) or not accelerators:
-        return ["'accelerators' must list at least the CPU with its peak throughput"]
-    problems = []
-    for index, item in enumerate(accelerators):
-        where = f"accelerators[{index}]"
-        if not isinstance(item, dict) or not item.get("name"):
-            problems.append(f"'{where}' needs a 'name'")
-            continue
-        peak = item.get("peak_gops")
-        if not isinstance(peak, dict) or not peak:
-            problems.append(f"'{where}.peak_gops' must give the peak per precision ({', '.join(PRECISIONS)})")
-            continue
-        for precision, node in peak.items():
-            if precision not in PRECISIONS:
-                problems.append(f"'{where}.peak_gops.{precision}' is not a precision ({', '.join(PRECISIONS)})")
-            elif not isinstance(node, dict) or "value" not in node:
-                problems.append(f"'{where}.peak_gops.{precision}' must be a figure {{value, source|estimate}}")
-            elif node["value"] is not None and not _is_number(node["value"]):
-                problems.append(f"'{where}.peak_gops.{precision}' must be a number")
-    return problems
-
-
-def _check_transport(transport) -> list[str]:
-    if not isinstance(transport, dict):
-        return ["missing field 'transport' (type: local, ssh, adb or none)"]
-    kind = transport.get("type")
-    if kind not in TRANSPORTS:
-        return [f"'transport.type' must be one of {', '.join(TRANSPORTS)} (found {kind!r})"]
-    problems = []
-    if kind == "ssh":
-        host = transport.get("host")
-        if not isinstance(host, str) or not host:
-            problems.append("missing field 'transport.host'")
-        elif host.startswith("-"):
-            problems.append(f"'transport.host' {host!r} begins with '-' (it would be read as an ssh option)")
-        user = transport.get("user")
-        if user is not None and (not isinstance(user, str) or user.startswith("-") or not user):
-            problems.append(f"'transport.user' {user!r} is not a user name")
-    for key in ("port", "connect_timeout"):
-        value = transport.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-            problems.append(f"'transport.{key}' must be a positive whole number (found {value!r})")
-    return problems
 
 
 def _resolve_auto(data: dict) -> None:

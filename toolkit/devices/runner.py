@@ -23,6 +23,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import platform
@@ -33,12 +34,17 @@ import time
 EXIT_RUNTIME_MISSING = 3
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+PREDICT_BATCH = 256  # examples per run where the model does not fix its batch
 
 TFLITE_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
 INSTALL_HINT = {
     "onnx": "pip install numpy onnxruntime",
     "tflite": "pip install numpy ai-edge-litert (or tflite-runtime)",
 }
+
+
+# A model input or output: what toolkit.common.tensors.TensorSpec says, as a tuple.
+Spec = collections.namedtuple("Spec", "name shape dtype")
 
 
 class RunnerError(Exception):
@@ -126,8 +132,8 @@ class OnnxModel:
         self.runtime = {"name": "onnxruntime", "version": ort.__version__}
         self.delegate = self.session.get_providers()[0]
         self.threads = threads or options.intra_op_num_threads or os.cpu_count()
-        self.inputs = [(i.name, list(i.shape), _onnx_dtype(i.type)) for i in self.session.get_inputs()]
-        self.output_shapes = [list(o.shape) for o in self.session.get_outputs()]
+        self.inputs = [Spec(i.name, list(i.shape), _onnx_dtype(i.type)) for i in self.session.get_inputs()]
+        self.output_specs = [Spec(o.name, list(o.shape), _onnx_dtype(o.type)) for o in self.session.get_outputs()]
 
     def run(self, feeds: dict) -> list:
         return self.session.run(None, feeds)
@@ -147,82 +153,159 @@ def _onnx_dtype(type_name: str) -> str:
     }.get(type_name, "float32")
 
 
-# Examples and batches. A copy of toolkit.data.batch_axis / output_axis and
-# toolkit.quantize.calibration.fixed_batch (this file cannot import toolkit): keep them in step.
+# Examples and batches: a copy of toolkit/common/batching.py (this file cannot import toolkit),
+# numpy imported inside each function. tests/test_batching_parity.py holds the two in step.
 
 
-def _fixed(dim) -> bool:
+def is_fixed(dim) -> bool:
     return isinstance(dim, int) and dim > 0
 
 
-def batch_axis(array, shape) -> int | None:
-    """The axis that counts examples: None for a 0-d input (passed whole with every batch);
-    axis 0 unless the model fixes it to the data's size there and leaves a later axis
-    symbolic (silero-vad's state [2, batch, 128] -> 1)."""
-    if array.ndim == 0:
+def batch_axis(array, spec=None) -> int | None:
+    """The axis of `array` that counts examples: None for a 0-d array (a scalar shared by all).
+
+    Axis 0, unless the model fixes axis 0 to the size the data has there and leaves a later
+    axis symbolic: a recurrent state such as silero-vad's `state` [2, batch, 128] counts
+    its examples on axis 1.
+    """
+    import numpy as np
+
+    if np.ndim(array) == 0:
         return None
-    shape = list(shape or [])
-    if len(shape) != array.ndim or not _fixed(shape[0]) or array.shape[0] != shape[0]:
+    shape = list(getattr(spec, "shape", None) or [])
+    if len(shape) != np.ndim(array) or not is_fixed(shape[0]) or np.shape(array)[0] != shape[0]:
         return 0
-    return next((axis for axis, dim in enumerate(shape[1:], 1) if not _fixed(dim)), 0)
+    return next((axis for axis, dim in enumerate(shape[1:], 1) if not is_fixed(dim)), 0)
 
 
-def batch_axes(feeds: dict, model) -> dict:
-    shapes = {name: shape for name, shape, _ in model.inputs}
-    return {name: batch_axis(array, shapes.get(name)) for name, array in feeds.items()}
+def batch_axes(inputs: dict, specs=None) -> dict[str, int | None]:
+    """Each input's example axis, read against the model's input specs (by name)."""
+    by_name = {spec.name: spec for spec in specs or []}
+    return {name: batch_axis(array, by_name.get(name)) for name, array in inputs.items()}
 
 
-def example_total(feeds: dict, axes: dict) -> int:
-    lengths = [array.shape[axes[name]] for name, array in feeds.items() if axes.get(name) is not None]
-    return min(lengths) if lengths else 1
+def example_total(inputs: dict, axes: dict[str, int | None]) -> int:
+    """Examples in a set of arrays: the shortest along its example axis; 1 if all are scalars."""
+    import numpy as np
+
+    lengths = [np.shape(array)[axes.get(name, 0)] for name, array in inputs.items()
+               if np.ndim(array) > 0 and axes.get(name, 0) is not None]
+    return min(lengths) if lengths else (1 if inputs else 0)
 
 
-def slice_examples(feeds: dict, axes: dict, start: int, stop: int) -> dict:
+def slice_examples(inputs: dict, axes: dict[str, int | None], start: int, stop: int) -> dict:
+    """Examples start..stop of every array along its example axis; scalars are passed whole."""
+    import numpy as np
+
     result = {}
-    for name, array in feeds.items():
-        axis = axes.get(name)
+    for name, array in inputs.items():
+        axis = axes.get(name, 0) if np.ndim(array) > 0 else None
         if axis is None:
             result[name] = array
         else:
-            index = [slice(None)] * array.ndim
+            index = [slice(None)] * np.ndim(array)
             index[axis] = slice(start, stop)
             result[name] = array[tuple(index)]
     return result
 
 
-def fixed_batch(feeds: dict, axes: dict, model) -> int | None:
+def fixed_batch(specs, inputs: dict | None = None) -> int | None:
+    """The fixed batch size the model's inputs demand, if any (e.g. 1 for most TFLite files).
+
+    With the data's `inputs`, each input's example axis is read from them (`batch_axis`):
+    silero-vad's state [2, batch, 128] fixes 2 on axis 0, which is not its batch.
+    """
     fixed = []
-    for name, shape, _ in model.inputs:
-        axis = axes.get(name, 0) if name in feeds else 0
-        if shape and axis is not None and axis < len(shape) and _fixed(shape[axis]):
+    for spec in specs:
+        shape = list(spec.shape or [])
+        axis = batch_axis(inputs[spec.name], spec) if inputs and spec.name in inputs else 0
+        if shape and axis is not None and axis < len(shape) and is_fixed(shape[axis]):
             fixed.append(shape[axis])
     return min(fixed) if fixed else None
 
 
-def output_axis(output, count: int, shape, model, axes: dict) -> int | None:
-    """The axis of an output that counts `count` examples (see toolkit.data.output_axis)."""
-    if output.ndim == 0:
+def output_axis(output, count: int, spec=None, inputs=()) -> int | None:
+    """The axis of a model output that counts a batch of `count` examples (None for a 0-d output).
+
+    An axis whose symbolic name is the one an input's example axis carries (silero-vad's
+    `stateN` [.., "batch", ..]); else the only axis `count` long; where several are (a batch
+    of 2 and a state [2, 2, 128]), the example axis of an input whose fixed dims the output
+    repeats (`state` [2, ?, 128] -> 1); else axis 0. `inputs`: (input spec, example axis) pairs.
+    """
+    import numpy as np
+
+    shape = np.shape(output)
+    if not shape:
         return None
-    dims = list(shape or [])
-    inputs = [(in_shape, axes.get(name, 0)) for name, in_shape, _ in model.inputs]
-    names = {s[a] for s, a in inputs if a is not None and len(s) > a and isinstance(s[a], str)}
-    if len(dims) == output.ndim:
-        named = [a for a, dim in enumerate(dims) if isinstance(dim, str) and dim in names and output.shape[a] == count]
+    dims = list(getattr(spec, "shape", None) or [])
+    in_shapes = [(list(getattr(s, "shape", None) or []), axis) for s, axis in inputs]
+    names = {s[axis] for s, axis in in_shapes if axis is not None and len(s) > axis and isinstance(s[axis], str)}
+    if len(dims) == len(shape):
+        named = [axis for axis, dim in enumerate(dims) if isinstance(dim, str) and dim in names and shape[axis] == count]
         if named:
             return named[0]
-    candidates = [a for a, length in enumerate(output.shape) if length == count]
+    candidates = [axis for axis, length in enumerate(shape) if length == count]
     if len(candidates) <= 1:
         return candidates[0] if candidates else 0
     best, best_fixed = None, 0
-    for in_shape, axis in inputs:
-        if axis not in candidates or len(in_shape) != output.ndim:
+    for in_dims, axis in in_shapes:
+        if axis not in candidates or len(in_dims) != len(shape):
             continue
-        fixed = [i for i, dim in enumerate(in_shape) if i != axis and _fixed(dim)]
-        if fixed and len(fixed) > best_fixed and all(in_shape[i] == output.shape[i] for i in fixed):
+        fixed = [i for i, dim in enumerate(in_dims) if i != axis and is_fixed(dim)]
+        if fixed and len(fixed) > best_fixed and all(in_dims[i] == shape[i] for i in fixed):
             best, best_fixed = axis, len(fixed)
     if best is not None:
         return best
     return 0 if 0 in candidates else candidates[0]
+
+
+def pad_examples(array, axis: int | None, short: int):
+    """`array` with its last example repeated `short` more times along `axis` (a scalar as it is)."""
+    import numpy as np
+
+    if axis is None or short <= 0:
+        return array
+    last = np.take(array, [-1], axis=axis)
+    return np.concatenate([array, np.repeat(last, short, axis=axis)], axis=axis)
+
+
+def run_in_batches(run, inputs: dict, specs=(), output_specs=(), batch_size: int = 256) -> list:
+    """Run `inputs` through `run` (feeds -> outputs) in batches; the outputs, concatenated.
+
+    Each input is cut along its example axis (`batch_axis`); 0-d inputs (e.g. a sample
+    rate) go whole with every batch. Outputs are joined along their own example axis
+    (`output_axis`). A model with a fixed batch size gets batches of exactly that size: the
+    last one is padded by repeating its final example, and the padding's outputs are dropped.
+    """
+    import numpy as np
+
+    specs, output_specs = list(specs or []), list(output_specs or [])
+    axes = batch_axes(inputs, specs)
+    fixed = fixed_batch(specs, inputs)
+    size = fixed or max(1, batch_size)
+    count = example_total(inputs, axes)
+    by_name = {spec.name: spec for spec in specs}
+    pairs = [(by_name.get(name), axis) for name, axis in axes.items()]
+    chunks: list[list] = []
+    out_axes: list[int | None] = []
+    for start in range(0, max(count, 1), size):
+        batch = slice_examples(inputs, axes, start, start + size)
+        got = example_total(batch, axes)
+        short = size - got if fixed and got else 0
+        if short > 0:
+            batch = {name: pad_examples(array, axes[name], short) for name, array in batch.items()}
+        outputs = [np.asarray(output) for output in run(batch)]
+        if not out_axes:
+            out_axes = [output_axis(output, got + short, output_specs[i] if i < len(output_specs) else None, pairs)
+                        for i, output in enumerate(outputs)]
+        if short > 0:
+            outputs = [output if axis is None else np.take(output, np.arange(got), axis=axis)
+                       for output, axis in zip(outputs, out_axes, strict=True)]
+        chunks.append(outputs)
+    if len(chunks) == 1:
+        return chunks[0]
+    return [chunks[0][i] if axis is None else np.concatenate([chunk[i] for chunk in chunks], axis=axis)
+            for i, axis in enumerate(out_axes)]
 
 
 class TfliteModel:
@@ -237,10 +320,10 @@ class TfliteModel:
         self.threads = threads or "runtime default"
         self.details = self.interpreter.get_input_details()
         self.outputs = self.interpreter.get_output_details()
-        self.inputs = [(_tflite_name(d), [int(x) for x in d["shape"]], numpy.dtype(d["dtype"]).name)
+        self.inputs = [Spec(_tflite_name(d), [int(x) for x in d["shape"]], numpy.dtype(d["dtype"]).name)
                        for d in self.details]
-        self.output_shapes = [[int(x) if x >= 0 else None for x in d.get("shape_signature", d["shape"])]
-                              for d in self.outputs]
+        self.output_specs = [Spec(_tflite_name(d), [int(x) if x >= 0 else None for x in d.get("shape_signature", d["shape"])],
+                                  numpy.dtype(d["dtype"]).name) for d in self.outputs]
         self.shapes = {d["index"]: tuple(d["shape"]) for d in self.details}
 
     def prepare(self, feeds: dict):
@@ -363,17 +446,10 @@ def load_inputs(path: str | None, model, numpy) -> dict:
 
 def first_batch(feeds: dict, model) -> tuple:
     """The first batch (the model's fixed batch size, else 1 example) and its example count."""
-    axes = batch_axes(feeds, model)
-    size = fixed_batch(feeds, axes, model) or 1
+    axes = batch_axes(feeds, model.inputs)
+    size = fixed_batch(model.inputs, feeds) or 1
     batch = slice_examples(feeds, axes, 0, size)
     return batch, example_total(batch, axes)
-
-
-def _pad(numpy, array, axis, short: int):
-    if axis is None:
-        return array
-    last = numpy.take(array, [-1], axis=axis)
-    return numpy.concatenate([array, numpy.repeat(last, short, axis=axis)], axis=axis)
 
 
 # ------------------------------------------------------------------ commands
@@ -409,7 +485,7 @@ def summarize(times_ms: list) -> dict:
         first = sorted(times_ms[:third])
         last = sorted(times_ms[-third:])
         drift_ratio = percentile(last, 50) / percentile(first, 50)
-    stats = {f"p{q}": percentile(ordered, q) for q in (50, 90, 99)}
+    stats = {f"p{q}": percentile(ordered, q) for q in (50, 90, 95, 99)}
     stats.update(mean=mean, std=std, min=ordered[0] if ordered else None, max=ordered[-1] if ordered else None)
     return {
         "latency_ms": {key: round(value, 6) if value is not None else None for key, value in stats.items()},
@@ -433,7 +509,7 @@ def command_bench(args) -> None:
     say("result", mode="bench", model_format=model.format, runtime=model.runtime, delegate=model.delegate,
         threads=model.threads, batch=batch, load_ms=round(model.load_ms, 3), first_inference_ms=round(first_ms, 4),
         warmup=args.warmup, runs=len(times), peak_rss_mb=peak_rss_mb(), python=platform.python_version(),
-        **summarize(times))
+        machine=platform.machine(), **summarize(times))
 
 
 def time_runs(model, prepared, runs: int, report=None) -> list:
@@ -460,38 +536,25 @@ def command_predict(args) -> None:
     """Run every example through the model (in the model's fixed batch if it has one)."""
     model, numpy = open_model(args.model, args.threads)
     feeds = load_inputs(args.inputs, model, numpy)
-    axes = batch_axes(feeds, model)  # 0-d inputs (None) go whole with every batch
-    count = example_total(feeds, axes)
-    fixed = fixed_batch(feeds, axes, model)
-    batch = fixed or 256
+    count = example_total(feeds, batch_axes(feeds, model.inputs))  # 0-d inputs go whole with every batch
     say("loaded", runtime=model.runtime, delegate=model.delegate, threads=model.threads,
-        load_ms=round(model.load_ms, 3), batch=batch)
-    chunks, times, out_axes = [], [], []
-    for begin in range(0, count, batch):
-        part = slice_examples(feeds, axes, begin, begin + batch)
-        got = example_total(part, axes)
-        short = batch - got if fixed else 0
-        if short > 0:  # a fixed batch: pad with the last example, drop its outputs
-            part = {name: _pad(numpy, array, axes[name], short) for name, array in part.items()}
+        load_ms=round(model.load_ms, 3), batch=fixed_batch(model.inputs, feeds) or PREDICT_BATCH)
+    times = []
+
+    def timed_run(batch: dict) -> list:
         start = time.perf_counter()
-        result = [numpy.asarray(value) for value in model.run(part)]
+        result = model.run(batch)
         times.append((time.perf_counter() - start) * 1000)
-        if not out_axes:
-            out_axes = [output_axis(value, got + short, (model.output_shapes + [None] * len(result))[i], model, axes)
-                        for i, value in enumerate(result)]
-        if short > 0:
-            result = [value if axis is None else numpy.take(value, numpy.arange(got), axis=axis)
-                      for value, axis in zip(result, out_axes, strict=True)]
-        chunks.append(result)
-    outputs = {f"output_{i}": chunks[0][i] if axis is None or len(chunks) == 1
-               else numpy.concatenate([chunk[i] for chunk in chunks], axis=axis)
-               for i, axis in enumerate(out_axes)}
+        return result
+
+    results = run_in_batches(timed_run, feeds, model.inputs, model.output_specs, PREDICT_BATCH)
+    outputs = {f"output_{i}": value for i, value in enumerate(results)}
     temporary = args.outputs + ".tmp.npz"
     numpy.savez(temporary, **outputs)
     os.replace(temporary, args.outputs)
     say("result", mode="predict", model_format=model.format, runtime=model.runtime, delegate=model.delegate,
         threads=model.threads, examples=count, outputs=len(outputs), load_ms=round(model.load_ms, 3),
-        peak_rss_mb=peak_rss_mb(), total_ms=round(sum(times), 3))
+        peak_rss_mb=peak_rss_mb(), total_ms=round(sum(times), 3), machine=platform.machine())
 
 
 def command_probe(args) -> None:

@@ -14,20 +14,22 @@ start, on the labels alone with the same budget, to show what distillation bough
 from __future__ import annotations
 
 import copy
-import sys
-import types
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from toolkit.console import info
+from toolkit.common.progress import ProgressCallback, ProgressEvent
+from toolkit.common.text import first_line
 from toolkit.data import Dataset, load_data
 from toolkit.distill import hf_layers as hf
 from toolkit.distill.students import Student, Teacher, load_teacher, make_student, parameter_count
 from toolkit.errors import BadInput
 
 VALIDATION_SHARE = 0.1  # held out of the training data when no validation data is given
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,13 +65,14 @@ class DistillResult:
 def distill(teacher, student, data, *, val=None, epochs: int = 30, lr: float = 3e-3, batch_size: int = 64,
             temperature: float = 4.0, alpha: float = 0.7, seed: int = 0, patience: int = 5,
             baseline: bool = False, out_dir=None, force: bool = False, threads: int = 1,
-            show_progress: bool = True) -> DistillResult:
+            progress: ProgressCallback | None = None) -> DistillResult:
     """Distill `teacher` into `student` on `data`; save an artifact folder if `out_dir` is given.
 
     teacher: a spec (builtin:NAME, HF folder, artifact folder, .onnx/.tflite, …) or a torch module.
     student: shrink:F | layers:N | builtin:NAME | package.module:factory, or a torch module.
     data/val: a Dataset or a data spec. Without `val`, builtin:digits:train validates on
     builtin:digits:test (the data the builtin teachers never saw); other data gives up 10%.
+    progress: called after every epoch with a `ProgressEvent`; without it each epoch is logged (INFO).
     """
     import torch
 
@@ -83,7 +86,7 @@ def distill(teacher, student, data, *, val=None, epochs: int = 30, lr: float = 3
     if baseline and train.labels is None:
         raise BadInput(f"--baseline needs labels, and {train.name} has none")
     if train.labels is None and alpha < 1:
-        info("the data has no labels: pure distillation (alpha = 1)")
+        logger.info("the data has no labels: pure distillation (alpha = 1)")
         alpha = 1.0
     hyper = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "temperature": temperature, "alpha": alpha,
              "seed": seed, "patience": patience, "threads": threads}
@@ -102,13 +105,13 @@ def distill(teacher, student, data, *, val=None, epochs: int = 30, lr: float = 3
         teacher_val = _teacher_outputs(teacher_obj, val_data, names)
         _check_shapes(teacher_train, student_obj, train_t, names, train.labels)
         run = _Run(train_t, train.labels, teacher_train, val_t, val_data.labels, teacher_val, names, hyper)
-        history, best = run.fit(student_obj.module, alpha, "distill", show_progress)
+        history, best = run.fit(student_obj.module, alpha, "distill", progress or _log_progress)
         result = _result(teacher_obj, student_obj, run, history, best, val_data)
         if baseline:
             torch.manual_seed(seed)
             base = make_student(student, teacher_obj)
             base.module.load_state_dict(initial_state)
-            base_history, _ = run.fit(base.module, 0.0, "baseline", show_progress)
+            base_history, _ = run.fit(base.module, 0.0, "baseline", progress or _log_progress)
             result.baseline_accuracy, result.baseline_agreement = run.evaluate(base.module)[:2]
             result.baseline_history, result.baseline_student = base_history, base.module
     finally:
@@ -219,7 +222,7 @@ def _teacher_outputs(teacher: Teacher, dataset: Dataset, names: list[str]):
             try:
                 chunks.append(forward(teacher.module, batch, names).float())
             except (RuntimeError, TypeError, ValueError, IndexError) as error:
-                raise BadInput(f"the teacher cannot run on {dataset.name}: {_first_line(error)}") from None
+                raise BadInput(f"the teacher cannot run on {dataset.name}: {first_line(error)}") from None
     return torch.cat(chunks)
 
 
@@ -232,7 +235,7 @@ def _check_shapes(teacher_logits, student: Student, tensors: dict, names: list[s
             student.module.eval()
             student_logits = forward(student.module, probe, names)
     except (RuntimeError, TypeError, ValueError, IndexError) as error:
-        raise BadInput(f"student {student.spec} cannot take the teacher's inputs: {_first_line(error)}") from None
+        raise BadInput(f"student {student.spec} cannot take the teacher's inputs: {first_line(error)}") from None
     if tuple(student_logits.shape[1:]) != tuple(teacher_logits.shape[1:]):
         raise BadInput(
             f"teacher and student outputs differ: teacher {list(teacher_logits.shape[1:])} per example, "
@@ -292,7 +295,7 @@ class _Run:
         accuracy = None if self.val_labels is None else float((predicted == self.val_labels).mean())
         return accuracy, agreement, val_loss
 
-    def fit(self, module, alpha: float, label: str, show_progress: bool) -> tuple[list[dict], int]:
+    def fit(self, module, alpha: float, label: str, progress: ProgressCallback) -> tuple[list[dict], int]:
         """Train in place; restore the best epoch on validation. Returns (history, best epoch)."""
         import torch
 
@@ -300,67 +303,44 @@ class _Run:
         generator = torch.Generator().manual_seed(hyper["seed"])
         optimizer = torch.optim.Adam(module.parameters(), lr=hyper["lr"])
         history, best_key, best_state, best_epoch, stale = [], None, None, 0, 0
-        bar = _Progress(label, hyper["epochs"], show_progress)
-        with bar:
-            for epoch in range(1, hyper["epochs"] + 1):
-                module.train()
-                order = torch.randperm(self.count, generator=generator)
-                losses = []
-                for start in range(0, self.count, hyper["batch_size"]):
-                    index = order[start : start + hyper["batch_size"]]
-                    batch = {name: tensor[index] for name, tensor in self.train.items()}
-                    labels = None if self.labels is None else self.labels[index]
-                    optimizer.zero_grad()
-                    loss = self.loss(forward(module, batch, self.names), self.teacher_train[index], labels, alpha)
-                    loss.backward()
-                    optimizer.step()
-                    losses.append(float(loss.detach()))
-                accuracy, agreement, val_loss = self.evaluate(module)
-                row = {"epoch": epoch, "loss": round(float(np.mean(losses)), 6), "val_accuracy": accuracy,
-                       "val_agreement": agreement, "val_loss": round(val_loss, 6)}
-                history.append(row)
-                key = (accuracy if accuracy is not None else agreement, -val_loss)
-                if best_key is None or key > best_key:
-                    best_key, best_state, best_epoch, stale = key, copy.deepcopy(module.state_dict()), epoch, 0
-                else:
-                    stale += 1
-                bar.advance(row)
-                if stale >= hyper["patience"]:
-                    break
+        for epoch in range(1, hyper["epochs"] + 1):
+            module.train()
+            order = torch.randperm(self.count, generator=generator)
+            losses = []
+            for start in range(0, self.count, hyper["batch_size"]):
+                index = order[start : start + hyper["batch_size"]]
+                batch = {name: tensor[index] for name, tensor in self.train.items()}
+                labels = None if self.labels is None else self.labels[index]
+                optimizer.zero_grad()
+                loss = self.loss(forward(module, batch, self.names), self.teacher_train[index], labels, alpha)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+            accuracy, agreement, val_loss = self.evaluate(module)
+            row = {"epoch": epoch, "loss": round(float(np.mean(losses)), 6), "val_accuracy": accuracy,
+                   "val_agreement": agreement, "val_loss": round(val_loss, 6)}
+            history.append(row)
+            key = (accuracy if accuracy is not None else agreement, -val_loss)
+            if best_key is None or key > best_key:
+                best_key, best_state, best_epoch, stale = key, copy.deepcopy(module.state_dict()), epoch, 0
+            else:
+                stale += 1
+            progress(ProgressEvent(label, epoch, hyper["epochs"], "epoch", _epoch_status(row)))
+            if stale >= hyper["patience"]:
+                break
         module.load_state_dict(best_state)
         module.eval()
         return history, best_epoch
 
 
-class _Progress:
-    """A rich bar on a terminal; one line per epoch on stderr otherwise."""
+def _epoch_status(row: dict) -> str:
+    metric = row["val_accuracy"] if row["val_accuracy"] is not None else row["val_agreement"]
+    name = "val acc" if row["val_accuracy"] is not None else "val agreement"
+    return f"loss {row['loss']:.4f}  {name} {metric:.2%}"
 
-    def __init__(self, label: str, epochs: int, enabled: bool):
-        self.label, self.epochs, self.enabled = label, epochs, enabled
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from toolkit.console import progress
 
-            self.bar = progress(epochs, label)
-
-    def __enter__(self):
-        if self.bar is not None:
-            self.bar.__enter__()
-            self.task = self.bar.add_task(self.label, total=self.epochs, status="")
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-
-    def advance(self, row: dict) -> None:
-        metric = row["val_accuracy"] if row["val_accuracy"] is not None else row["val_agreement"]
-        name = "val acc" if row["val_accuracy"] is not None else "val agreement"
-        status = f"loss {row['loss']:.4f}  {name} {metric:.2%}"
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, status=status)
-        elif self.enabled:
-            info(f"{self.label} epoch {row['epoch']}/{self.epochs}: {status}")
+def _log_progress(event: ProgressEvent) -> None:
+    logger.info("%s", event)
 
 
 def _result(teacher: Teacher, student: Student, run: _Run, history, best, val_data: Dataset) -> DistillResult:
@@ -424,20 +404,3 @@ def _save(result: DistillResult, teacher: Teacher, student: Student, train: Data
         )
         write_manifest(stage, manifest)
     return Path(out_dir), manifest
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:200]
-
-
-class _CallableModule(types.ModuleType):
-    """Importing `toolkit.distill` binds the package attribute `toolkit.distill` to this
-    module, replacing the function `toolkit/__init__.py` exports; calling the module
-    keeps `toolkit.distill(teacher, student, data, ...)` working either way."""
-
-    def __call__(self, *args, **kwargs) -> DistillResult:
-        return distill(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -14,6 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
+from toolkit.common.text import first_line
 from toolkit.errors import BadInput, Unsupported, missing_library
 
 # Files that make up a tokenizer; copied from the teacher's folder to the student's.
@@ -57,9 +58,9 @@ def load_classifier(folder: str | Path):
             str(folder), trust_remote_code=False, use_safetensors=True, attn_implementation="eager", local_files_only=True
         )
     except ValueError as error:
-        raise BadInput(f"{folder}: not a Hugging Face sequence classifier ({_first_line(error)})") from None
+        raise BadInput(f"{folder}: not a Hugging Face sequence classifier ({first_line(error)})") from None
     except OSError as error:
-        raise BadInput(f"{folder}: cannot load it ({_first_line(error)})") from None
+        raise BadInput(f"{folder}: cannot load it ({first_line(error)})") from None
     return model.eval()
 
 
@@ -109,8 +110,3 @@ def save_student(student, folder: Path, teacher_folder: Path | None) -> list[str
                 shutil.copyfile(Path(teacher_folder) / name, folder / name)
                 copied.append(name)
     return copied
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:200]

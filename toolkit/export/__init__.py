@@ -8,12 +8,16 @@ warns (the model is kept, as optimum does with its atol check).
 
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import BadInput
+from toolkit.errors import BadInput, EdgewardWarning
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "tflite")
 FLOAT_TOLERANCE = 1e-4
@@ -42,7 +46,6 @@ def export(spec_or_source, to: str, out_dir=None, *, opset: int = 18, dynamic_ba
            force: bool = False, data=None, input_shapes: dict | None = None, **source_options) -> ExportResult:
     """Convert a source (spec or `Source`) to `to` in `out_dir`; nothing is written unless it all works."""
     from toolkit.artifacts import check_writable, new_manifest, staged_folder, write_manifest
-    from toolkit.console import verbose, warn
     from toolkit.sources import Source, load_source
 
     if to not in FORMATS:
@@ -62,7 +65,7 @@ def export(spec_or_source, to: str, out_dir=None, *, opset: int = 18, dynamic_ba
         target = default_out_dir(source, to)
         check_writable(target, force)
     dataset = _dataset(data, source)
-    verbose(f"exporting {source.spec} ({source.kind}) to {to} ...")
+    logger.debug("exporting %s (%s) to %s ...", source.spec, source.kind, to)
     with staged_folder(target, force) as stage:
         if to == "onnx":
             from toolkit.export.to_onnx import export_onnx
@@ -72,7 +75,8 @@ def export(spec_or_source, to: str, out_dir=None, *, opset: int = 18, dynamic_ba
             from toolkit.export.to_tflite import export_tflite
 
             if dynamic_batch:
-                warn("TFLite models are exported with a fixed batch; runtimes resize it when given another")
+                warnings.warn("TFLite models are exported with a fixed batch; runtimes resize it when given another",
+                              EdgewardWarning, stacklevel=2)
             model_path, notes = export_tflite(source, stage)
         from toolkit.runtime import open_model
 
@@ -94,12 +98,11 @@ def export(spec_or_source, to: str, out_dir=None, *, opset: int = 18, dynamic_ba
 
 
 def warn_if_far(error: dict, to: str) -> bool:
-    """A float export further than 1e-4 from its source is kept, with a warning on stderr."""
-    from toolkit.console import warn
-
+    """A float export further than 1e-4 from its source is kept, with a warning (EdgewardWarning)."""
     far = bool(error["float"] and error["max_abs_error"] > FLOAT_TOLERANCE)
     if far:
-        warn(f"the {to} model differs from its source by up to {error['max_abs_error']:.3g} (> {FLOAT_TOLERANCE:g})")
+        warnings.warn(f"the {to} model differs from its source by up to {error['max_abs_error']:.3g} "
+                      f"(> {FLOAT_TOLERANCE:g})", EdgewardWarning, stacklevel=3)
     return far
 
 

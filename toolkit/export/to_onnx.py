@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from toolkit.common.quiet import quiet
+from toolkit.common.text import first_line
 from toolkit.errors import BadInput, Unsupported
 
 TWO_GB = 2 * 1024**3
@@ -36,14 +37,14 @@ def check(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as error:
-        raise Unsupported(f"the exported ONNX model fails onnx.checker: {_first_line(error)}") from None
+        raise Unsupported(f"the exported ONNX model fails onnx.checker: {first_line(error)}") from None
 
 
 def copy_onnx(path: Path, target: Path) -> dict:
     """Re-save an ONNX source as one file (its external data, already confined, folded in)."""
     import onnx
 
-    from toolkit.safety import check_onnx_file
+    from toolkit.safety.onnx import check_onnx_file
 
     check_onnx_file(path)
     model = onnx.load(str(path), load_external_data=True)
@@ -57,7 +58,7 @@ def copy_onnx(path: Path, target: Path) -> dict:
 
 
 def _has_no_external(model) -> bool:
-    from toolkit.safety import external_locations
+    from toolkit.safety.onnx import external_locations
 
     return not external_locations(model)
 
@@ -113,7 +114,7 @@ def export_hf(source, stage: Path, *, opset: int) -> dict:
             )
     except Exception as error:
         raise Unsupported(f"optimum cannot export this {source.meta.get('model_type')} model ({task}): "
-                          f"{_first_line(error)}") from None
+                          f"{first_line(error)}") from None
     if not (stage / MODEL_FILE).is_file():
         made = sorted(p.name for p in stage.iterdir())
         raise Unsupported(f"optimum wrote {made}, not one {MODEL_FILE} (multi-part models are not supported yet)")
@@ -127,10 +128,5 @@ def _describe(error: BaseException) -> str:
 
     text = str(error)
     op = re.search(r"(aten[.:]{1,2}[\w.]+)", text)
-    first = _first_line(error)
+    first = first_line(error)
     return f"{first} (op {op.group(1)})" if op and op.group(1) not in first else first
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return (lines[0] if lines else type(error).__name__)[:300]

@@ -1,7 +1,8 @@
 """Run a recipe: source → distill → export → quantize → validate → bench → break-even.
 
 The recipe becomes a plan: a list of steps, each with its own folder under the output
-folder and a key (a hash of its options and the keys of the steps it reads). A step
+folder and a key (a hash of its options, the content of every outside input it reads and
+the keys of the steps it reads; see toolkit.pipeline.keys). A step
 whose folder already records the same key is reused without importing anything heavy,
 so a rerun after editing only the break-even scenario redoes only the report.
 """
@@ -9,16 +10,19 @@ so a rerun after editing only the break-even scenario redoes only the report.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit import __version__
-from toolkit.artifacts import atomic_write_json, sha256_file, sha256_json
-from toolkit.console import info
+from toolkit.artifacts import atomic_write_json
 from toolkit.errors import BadInput
+from toolkit.pipeline.keys import step_key, step_reads
 from toolkit.pipeline.recipe import Recipe
+
+logger = logging.getLogger(__name__)
 
 STEP_RECORD = "step.json"
 RUN_MARKER = "edgeward-run.json"
@@ -117,21 +121,20 @@ def plan(recipe: Recipe, out_dir: Path) -> list[Step]:
         measured = [s.name for s in steps if s.stage == "bench"]
         steps.append(
             Step("breakeven", "breakeven", out_dir / "breakeven", {"scenario": recipe.breakeven},
-                 [s.name for s in steps if s.stage in ("validate", "bench")] or measured, action=_breakeven)
+                 [s.name for s in steps if s.stage in ("validate", "bench", "estimate")] or measured, action=_breakeven)
         )
     _assign_keys(steps, recipe)
     return steps
 
 
 def _assign_keys(steps: list[Step], recipe: Recipe) -> None:
-    by_name = {}
-    source = {"spec": recipe.source}
-    if Path(recipe.source).is_file():
-        source["sha256"] = sha256_file(recipe.source)
+    """Each step's key: its stage and options, the keys of the steps it reads, and the content
+    of every outside input it reads (see toolkit.pipeline.keys)."""
+    by_name: dict[str, Step] = {}
     for step in steps:
         upstream = [by_name[name].key for name in step.inputs if name in by_name]
-        step.key = sha256_json({"v": __version__, "stage": step.stage, "options": step.options,
-                                "upstream": upstream, "source": source})
+        reads = step_reads(step.stage, step.options, from_upstream=bool(step.inputs))
+        step.key = step_key(step.stage, step.options, upstream, reads)
         by_name[step.name] = step
 
 
@@ -161,15 +164,15 @@ def run(recipe: Recipe, out_dir: str | Path, *, force: bool = False, dry_run: bo
         if dry_run:
             records.append({"step": step.name, "stage": step.stage, "folder": str(step.folder),
                             "status": "reuse" if cached is not None else "run", "options": step.options})
-            info(f"{label}: {'reuse' if cached is not None else 'run'} → {step.folder}")
+            logger.info("%s: %s → %s", label, "reuse" if cached is not None else "run", step.folder)
             done[step.name] = cached or {}
             continue
         if cached is not None:
             done[step.name] = cached
             records.append({"step": step.name, "status": "reused", "seconds": 0.0, "folder": str(step.folder)})
-            info(f"{label}: reused")
+            logger.info("%s: reused", label)
             continue
-        info(f"{label} ...")
+        logger.info("%s ...", label)
         t0 = time.perf_counter()
         upstream = {name: done[name] for name in step.inputs if name in done}
         summary = step.action(step, {"upstream": upstream, "all": done, "recipe": recipe, "force": force})
@@ -178,7 +181,7 @@ def run(recipe: Recipe, out_dir: str | Path, *, force: bool = False, dry_run: bo
         atomic_write_json(step.folder / STEP_RECORD, {"key": step.key, "step": step.name, "summary": summary})
         done[step.name] = summary
         records.append({"step": step.name, "status": "ran", "seconds": round(seconds, 2), "folder": str(step.folder)})
-        info(f"{label}: done in {seconds:.1f}s")
+        logger.info("%s: done in %.1fs", label, seconds)
     rows = summary_rows(steps, done)
     report = out_dir / "index.html"
     if not dry_run:
@@ -224,6 +227,8 @@ def summary_rows(steps: list[Step], done: dict[str, dict]) -> list[dict]:
             "p50_ms": bench.get("p50_ms"),
             "estimated_p50_ms": estimates,
             "breakeven_month": per_model.get(step.name, {}).get("breakeven_month"),
+            **{key: per_model.get(step.name, {}).get(key) for key in  # the model's best option in the plan
+               ("priced_device", "on_device_share", "system_accuracy", "cost_per_1k", "fits")},
         })
     return rows
 
@@ -324,49 +329,79 @@ def _bench(step: Step, context: dict) -> dict:
 
 
 def _breakeven(step: Step, context: dict) -> dict:
-    from toolkit.costs import breakeven
+    """Rank every model on every device it was benched or estimated on, each priced with its own
+    figures (toolkit.plan), and write the recommended option's break-even report beside the plan."""
     from toolkit.costs.report import write_reports
+    from toolkit.plan import build_plan
+    from toolkit.plan.report import write_plan
 
-    recipe: Recipe = context["recipe"]
     done = context["all"]
-    chosen = _chosen_model(done)
-    bench_files = []
-    if chosen and chosen.get("bench_json"):
-        bench_files.append(chosen["bench_json"])
-    result = breakeven(step.options["scenario"], bench=bench_files)
-    paths = write_reports(result, step.folder)
-    record = _as_dict(result)
+    scenario = step.options["scenario"]
+    variants = _variants(done)
+    if not variants:
+        raise BadInput("breakeven: the recipe validates no model, so nothing can be priced (add validate:)")
+    result = build_plan(variants, _priced_devices(scenario, done), scenario)
+    paths = {f"plan_{kind}": str(path) for kind, path in write_plan(result, step.folder).items()}
+    chosen = _chosen_model(result)
+    if chosen is not None:
+        paths.update({kind: str(path) for kind, path in write_reports(chosen.result, step.folder).items()})
     per_model = {}
-    for name, bench_record in _bench_by_model(done).items():
-        try:
-            per_model[name] = {"breakeven_month": _as_dict(breakeven(step.options["scenario"], bench=[bench_record["bench_json"]])).get("breakeven_month")}
-        except Exception as error:  # one model's bench that does not fit the scenario is reported, not fatal
-            per_model[name] = {"breakeven_month": None, "error": str(error)}
-    del recipe
-    return {"breakeven_month": record.get("breakeven_month"), "chosen_model": chosen.get("model") if chosen else None,
-            "reports": {k: str(v) for k, v in paths.items()}, "per_model": per_model}
+    for option in result.options:  # ranked: each model's first option is its best
+        per_model.setdefault(option.variant.name, {
+            "breakeven_month": _number(option.breakeven_month), "priced_device": option.device,
+            "on_device_share": option.share.share, "system_accuracy": option.system_accuracy,
+            "cost_per_1k": _number(option.cost_per_1k), "fits": option.fit.fits,
+            "latency": option.measured.how if option.measured else None, "blockers": option.blockers(),
+            "error": option.error})
+    return {"breakeven_month": _number(chosen.breakeven_month) if chosen else None,
+            "chosen_model": chosen.variant.name if chosen else None, "chosen_device": chosen.device if chosen else None,
+            "recommendation": result.recommendation, "accuracy_floor": result.floor, "reports": paths,
+            "per_model": per_model}
 
 
-def _bench_by_model(done: dict) -> dict[str, dict]:
-    found = {}
+def _number(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _variants(done: dict) -> list:
+    """Each validated model of the run, with its validation report and every bench and estimate of it."""
+    from toolkit.plan import variant_from_files
+
+    benches = _bench_by_model(done)
+    variants = []
     for name, summary in done.items():
-        if name.startswith("bench-") and summary and not summary.get("estimate"):
-            model = name[len("bench-") : -(len(summary["device"]) + 1)]
-            found.setdefault(model, summary)
+        validation = done.get(f"validate-{name}")
+        if not (summary and summary.get("model_path") and summary.get("format") and validation):
+            continue
+        report = Path(validation["report"]).with_name("report.json")
+        files = [record["bench_json"] for record in benches.get(name, [])]
+        variants.append(variant_from_files(name, summary["model_path"], report, files, mode=summary.get("mode")))
+    return variants
+
+
+def _priced_devices(scenario: dict, done: dict) -> list[str]:
+    """The scenario's edge.device when it names one, else every device a model was benched or estimated on."""
+    edge = scenario.get("edge") if isinstance(scenario.get("edge"), dict) else {}
+    if edge.get("device"):
+        return [str(edge["device"])]
+    devices = [record["device"] for records in _bench_by_model(done).values() for record in records]
+    return list(dict.fromkeys(devices)) or ["localhost"]
+
+
+def _bench_by_model(done: dict) -> dict[str, list[dict]]:
+    """model step name -> its bench and estimate summaries (each names its device and bench.json)."""
+    found: dict[str, list[dict]] = {}
+    for name, summary in done.items():
+        for prefix in ("bench-", "estimate-"):
+            if name.startswith(prefix) and summary and summary.get("bench_json"):
+                model = name[len(prefix): -(len(summary["device"]) + 1)]
+                found.setdefault(model, []).append(summary)
     return found
 
 
-def _chosen_model(done: dict) -> dict | None:
-    """The smallest model that passed validation and was measured (else the smallest measured)."""
-    candidates = []
-    for model, bench_record in _bench_by_model(done).items():
-        validation = done.get(f"validate-{model}") or {}
-        size = (done.get(model) or {}).get("size_bytes") or 0
-        candidates.append((not validation.get("passed", True), size, model, bench_record))
-    if not candidates:
-        return None
-    _, _, model, bench_record = min(candidates)
-    return {"model": model, **bench_record}
+def _chosen_model(result):
+    """The recommended option, else the cheapest priced one (the report says why it is not recommended)."""
+    return result.recommended or next((option for option in result.options if option.result is not None), None)
 
 
 def _as_dict(value) -> dict:

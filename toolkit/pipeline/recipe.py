@@ -1,7 +1,8 @@
 """Recipes: one YAML file naming every stage from source to break-even report.
 
-A recipe is parsed and checked once, at the edge, and every problem in it is reported
-together (one `BadInput` listing them all). Only `pipeline.py` and the CLI see it.
+A recipe is parsed and checked once, at the edge, into the pydantic model `RecipeSpec`
+(unknown keys refused, every problem reported together in one `BadInput`), then flattened
+into the `Recipe` the pipeline runs. Only `pipeline.py` and the CLI see it.
 
     name: digits-demo
     source: builtin:digits-cnn
@@ -24,18 +25,33 @@ together (one `BadInput` listing them all). Only `pipeline.py` and the CLI see i
       runs: 50
     breakeven:
       scenario: scenario.yaml       # a path (relative to the recipe) or the scenario inline
+
+Relative file paths (source, data, calibration, scenario) are read from the recipe's folder
+when the file is there.
 """
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from toolkit.common.text import did_you_mean
 from toolkit.errors import BadInput
 
 FORMATS = ("onnx", "tflite")
-TOP_LEVEL = ("name", "source", "distill", "export", "quantize", "validate", "bench", "breakeven")
+BUILTIN_DATA = ("builtin:digits", "builtin:digits:train", "builtin:digits:test", "builtin:digits:all")
 
 
 @dataclass
@@ -57,7 +73,7 @@ class Recipe:
 
 def load_recipe(path_or_data, base_dir: Path | None = None) -> Recipe:
     """Parse a recipe file (or an already-loaded dict) and check it, listing every problem."""
-    from toolkit.safety import load_yaml
+    from toolkit.safety.yaml import load_yaml
 
     if isinstance(path_or_data, dict):
         data, base = path_or_data, base_dir or Path(".")
@@ -70,200 +86,298 @@ def load_recipe(path_or_data, base_dir: Path | None = None) -> Recipe:
         base, origin = path.resolve().parent, str(path)
     if not isinstance(data, dict):
         raise BadInput(f"{origin}: a recipe is a YAML mapping (name, source, export, ...)")
-    problems: list[str] = []
-    recipe = _parse(data, base, problems)
-    _check_references(recipe, problems)
-    if problems:
-        listed = "; ".join(problems)
-        raise BadInput(f"{origin}: {len(problems)} problem(s): {listed}")
-    return recipe
+    try:
+        spec = RecipeSpec.model_validate(data, context={"base": base})
+    except ValidationError as error:
+        problems = [problem for item in error.errors() for problem in _problems(item)]
+        raise BadInput(f"{origin}: {len(problems)} problem(s): {'; '.join(problems)}") from None
+    return _flatten(spec, base)
 
 
-def _parse(data: dict, base: Path, problems: list[str]) -> Recipe:
-    for key in data:
-        if key not in TOP_LEVEL:
-            problems.append(f"unknown key {key!r}{_suggest(key, TOP_LEVEL)}")
-    source = data.get("source")
-    if not isinstance(source, str) or not source:
-        problems.append("'source' is required (e.g. builtin:digits-cnn or a model path)")
-        source = ""
-    name = _string(data.get("name"), "name", problems) or _default_name(source)
-
-    distill = data.get("distill")
-    if distill is not None:
-        if not isinstance(distill, dict) or not _string(distill.get("student"), "distill.student", problems) \
-                or not all(_string(distill.get(k), f"distill.{k}", problems) is not None
-                           for k in ("data", "val") if k in distill):
-            problems.append("'distill' needs at least 'student' (e.g. shrink:0.5)")
-            distill = None
-        else:
-            _check_number(distill, "epochs", problems, "distill", minimum=1, integer=True)
-            _check_number(distill, "temperature", problems, "distill", minimum=1e-9)
-            _check_number(distill, "alpha", problems, "distill", minimum=0, maximum=1)
-
-    export = _strings(data.get("export", ["onnx"]), "export", problems)
-    if "export" in data and not export:
-        problems.append("'export' is a list of formats (onnx, tflite)")
-    for fmt in export:
-        if fmt not in FORMATS:
-            problems.append(f"export: unknown format {fmt!r}{_suggest(str(fmt), FORMATS)}")
-
-    quantize = data.get("quantize") or {}
-    if isinstance(quantize, list | str):
-        quantize = {"modes": quantize}
-    if not isinstance(quantize, dict):
-        problems.append("'quantize' is a mapping with 'modes' and optional 'calibration'")
-        quantize = {}
-    modes = _strings(quantize.get("modes", []), "quantize.modes", problems)
-    calibration = _string(quantize.get("calibration"), "quantize.calibration", problems)
-    _check_number(quantize, "budget", problems, "quantize", minimum=1)
-
-    validate = data.get("validate")
-    if validate is not None:
-        if not isinstance(validate, dict) or not _string(validate.get("data"), "validate.data", problems):
-            problems.append("'validate' needs 'data' (e.g. builtin:digits:test)")
-            validate = None
-        else:
-            _check_number(validate, "max_drop", problems, "validate", minimum=0, maximum=100)
-            _check_number(validate, "min_agreement", problems, "validate", minimum=0, maximum=1)
-            _check_number(validate, "min_sqnr", problems, "validate")
-    if "auto" in modes and not (validate or quantize.get("data")):
-        problems.append("quantize mode 'auto' needs validation data ('validate: data:' or 'quantize: data:')")
-
-    bench = data.get("bench") or {}
-    if not isinstance(bench, dict):
-        problems.append("'bench' is a mapping with 'devices' and/or 'estimate'")
-        bench = {}
-    _check_number(bench, "runs", problems, "bench", minimum=1, integer=True)
-    bench_devices = _strings(bench.get("devices") or [], "bench.devices", problems)
-    estimate_devices = _strings(bench.get("estimate") or [], "bench.estimate", problems)
-
-    scenario = data.get("breakeven")
-    if scenario is not None:
-        scenario = _load_scenario(scenario, base, problems)
-
+def _flatten(spec: RecipeSpec, base: Path) -> Recipe:
+    quantize = spec.quantize or QuantizeSection()
+    bench = spec.bench or BenchSection()
     return Recipe(
-        name=name,
-        source=_resolve(source, base),
-        distill=distill,
-        export=list(export),
-        quantize_modes=modes,
-        calibration=_resolve(calibration, base) if calibration else None,
-        auto_budget_s=float(quantize["budget"]) if _is_number(quantize.get("budget")) else 300.0,
-        validate=validate,
-        bench_devices=bench_devices,
-        estimate_devices=estimate_devices,
-        bench_runs=bench.get("runs", 50) if isinstance(bench.get("runs", 50), int) else 50,
-        breakeven=scenario,
+        name=spec.name or _default_name(spec.source),
+        source=spec.source,
+        distill=spec.distill.model_dump(exclude_none=True) if spec.distill else None,
+        export=list(spec.export),
+        quantize_modes=list(quantize.modes),
+        calibration=quantize.calibration,
+        auto_budget_s=float(quantize.budget),
+        validate=spec.validate_.model_dump(exclude_none=True) if spec.validate_ else None,
+        bench_devices=list(bench.devices),
+        estimate_devices=list(bench.estimate),
+        bench_runs=bench.runs,
+        breakeven=spec.breakeven,
         base_dir=base,
     )
 
 
-def _load_scenario(value, base: Path, problems: list[str]) -> dict | None:
-    from toolkit.safety import load_yaml
-
-    if isinstance(value, dict) and "scenario" in value and len(value) == 1:
-        value = value["scenario"]
-    if isinstance(value, str):
-        path = (base / value) if not Path(value).is_absolute() else Path(value)
-        if not path.is_file():
-            problems.append(f"breakeven: scenario file {value!r} not found")
-            return None
-        try:
-            value = load_yaml(path)
-        except BadInput as error:
-            problems.append(f"breakeven: {error}")
-            return None
-    if not isinstance(value, dict):
-        problems.append("breakeven: give a scenario mapping or the path of a scenario file")
-        return None
-    return value
+# ------------------------------------------------------------------ value types
 
 
-def _check_references(recipe: Recipe, problems: list[str]) -> None:
-    """Names that only the library can check: modes, devices, data specs, the scenario."""
-    from toolkit.quantize.modes import MODES
+def _number(minimum: float | None = None, maximum: float | None = None, *, integer: bool = False):
+    """A number (an integer when `integer`) within the bounds; kept as written (2 stays 2)."""
 
-    known_modes = sorted({mode.name for mode in MODES} | {"auto"})
-    for mode in recipe.quantize_modes:
-        if mode not in known_modes:
-            problems.append(f"quantize: unknown mode {mode!r}{_suggest(mode, known_modes)}")
-    for spec in filter(None, [recipe.calibration, (recipe.validate or {}).get("data")]):
-        _check_data_spec(spec, problems)
-    if recipe.distill:
-        for key in ("data", "val"):
-            if recipe.distill.get(key):
-                _check_data_spec(recipe.distill[key], problems)
-    if recipe.source and not recipe.source.startswith("builtin:") and ":" not in recipe.source \
-            and not Path(recipe.source).exists():
-        problems.append(f"source {recipe.source!r} not found")
-    devices = recipe.bench_devices + recipe.estimate_devices
-    if devices:
-        from toolkit.devices.profiles import profile_files
-
-        names = sorted(profile_files())
-        for device in devices:
-            if device not in names:
-                problems.append(f"bench: unknown device {device!r}{_suggest(device, names)}")
-    if recipe.breakeven is not None:
-        from toolkit.costs.scenario import scenario_problems
-
-        problems.extend(f"breakeven: {problem}" for problem in scenario_problems(recipe.breakeven))
-
-
-def _check_data_spec(spec: str, problems: list[str]) -> None:
-    if spec.startswith("builtin:"):
-        if spec not in ("builtin:digits", "builtin:digits:train", "builtin:digits:test", "builtin:digits:all"):
-            problems.append(f"unknown builtin data {spec!r} (builtin:digits[:train|:test])")
-    elif not Path(spec).is_file():
-        problems.append(f"data file {spec!r} not found")
-
-
-def _string(value, where: str, problems: list[str]) -> str | None:
-    if value is None or isinstance(value, str):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+            raise PydanticCustomError("number", "must be {kind}, not {found}",
+                                      {"kind": "an integer" if integer else "a number", "found": repr(value)})
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            bounds = f"{minimum if minimum is not None else '-inf'}..{maximum if maximum is not None else 'inf'}"
+            raise PydanticCustomError("number", "= {value} is outside {bounds}", {"value": value, "bounds": bounds})
         return value
-    problems.append(f"{where} must be text, not {type(value).__name__}")
-    return None
+
+    return Annotated[int if integer else float, PlainValidator(check)]
 
 
-def _strings(value, where: str, problems: list[str]) -> list[str]:
-    """A string or a list of strings; anything else is a problem."""
+def _names(value) -> list[str]:
+    """A name or a list of names, always given back as a list."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return list(value)
-    problems.append(f"{where} must be a name or a list of names, not {type(value).__name__}")
-    return []
+    raise PydanticCustomError("names", "must be a name or a list of names, not {kind}", {"kind": type(value).__name__})
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+Names = Annotated[list[str], PlainValidator(_names)]
+Number = _number()
+Whole = _number(integer=True)
+Count = _number(minimum=1, integer=True)
+Positive = _number(minimum=1e-9)
+Fraction = _number(minimum=0, maximum=1)
+Points = _number(minimum=0, maximum=100)
+Seconds = _number(minimum=1)
 
 
-def _check_number(section: dict, key: str, problems, where: str, *, minimum=None, maximum=None, integer=False):
-    if key not in section:
-        return
-    value = section[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
-        problems.append(f"{where}.{key} must be a{'n integer' if integer else ' number'}, not {value!r}")
-    elif (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        bounds = f"{minimum if minimum is not None else '-inf'}..{maximum if maximum is not None else 'inf'}"
-        problems.append(f"{where}.{key} = {value} is outside {bounds}")
+def _problems_error(problems: list[str]) -> PydanticCustomError:
+    """Several finished messages from one check (they name their own place)."""
+    return PydanticCustomError("problems", "{problems}", {"problems": problems})
 
 
-def _resolve(spec: str | None, base: Path) -> str:
+def _resolve(spec: str | None, info: ValidationInfo) -> str:
     """A relative file path in a recipe is relative to the recipe's folder."""
+    base = (info.context or {}).get("base", Path("."))
     if not spec or spec.startswith("builtin:") or Path(spec).is_absolute():
         return spec or ""
-    candidate = base / spec
+    candidate = Path(base) / spec
     return str(candidate) if candidate.exists() else spec
+
+
+def _data_spec(spec: str | None, info: ValidationInfo) -> str | None:
+    if spec is None:
+        return None
+    spec = _resolve(spec, info)
+    if spec.startswith("builtin:"):
+        if spec not in BUILTIN_DATA:
+            raise _problems_error([f"unknown builtin data {spec!r} (builtin:digits[:train|:test])"])
+    elif not Path(spec).is_file():
+        raise _problems_error([f"data file {spec!r} not found"])
+    return spec
+
+
+# ------------------------------------------------------------------ the sections
+
+
+class RecipeModel(BaseModel):
+    """Strict (no "2" read as 2) and closed (an unknown key is an error)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+class DistillSection(RecipeModel):
+    """The keyword arguments of `toolkit.distill.distill`, with the teacher from `source`."""
+
+    student: str  # shrink:F | layers:N | builtin:NAME | package.module:factory
+    data: str | None = None
+    val: str | None = None
+    epochs: Count | None = None
+    lr: Positive | None = None
+    batch_size: Count | None = None
+    temperature: Positive | None = None
+    alpha: Fraction | None = None
+    seed: Whole | None = None
+    patience: Count | None = None
+    baseline: bool | None = None
+    threads: Count | None = None
+
+    @field_validator("data", "val")
+    @classmethod
+    def _known_data(cls, spec: str | None, info: ValidationInfo) -> str | None:
+        return _data_spec(spec, info)
+
+
+class QuantizeSection(RecipeModel):
+    modes: Names = []  # names from toolkit.quantize.modes, or auto
+    calibration: str | None = None
+    budget: Seconds = 300.0  # seconds for mode auto
+    data: str | None = None  # held-out data for mode auto when there is no validate section
+
+    @field_validator("modes")
+    @classmethod
+    def _known_modes(cls, modes: list[str]) -> list[str]:
+        from toolkit.quantize.modes import MODES
+
+        known = sorted({mode.name for mode in MODES} | {"auto"})
+        unknown = [f"quantize: unknown mode {mode!r}{did_you_mean(mode, known)}" for mode in modes if mode not in known]
+        if unknown:
+            raise _problems_error(unknown)
+        return modes
+
+    @field_validator("calibration", "data")
+    @classmethod
+    def _known_data(cls, spec: str | None, info: ValidationInfo) -> str | None:
+        return _data_spec(spec, info)
+
+
+class ValidateSection(RecipeModel):
+    data: str
+    max_drop: Points | None = None  # points of accuracy
+    min_agreement: Fraction | None = None
+    min_sqnr: Number | None = None  # dB
+
+    @field_validator("data")
+    @classmethod
+    def _known_data(cls, spec: str, info: ValidationInfo) -> str:
+        return _data_spec(spec, info)
+
+
+class BenchSection(RecipeModel):
+    devices: Names = []  # measured
+    estimate: Names = []  # estimated from the profile
+    runs: Count = 50
+
+    @field_validator("devices", "estimate")
+    @classmethod
+    def _known_devices(cls, devices: list[str]) -> list[str]:
+        if not devices:
+            return devices
+        from toolkit.devices.profiles import profile_files
+
+        names = sorted(profile_files())
+        unknown = [f"bench: unknown device {name!r}{did_you_mean(name, names)}" for name in devices if name not in names]
+        if unknown:
+            raise _problems_error(unknown)
+        return devices
+
+
+class RecipeSpec(RecipeModel):
+    """Every key a recipe may hold."""
+
+    name: str | None = None  # default: from the source
+    source: str
+    distill: DistillSection | None = None
+    export: Names = ["onnx"]
+    quantize: QuantizeSection | None = None
+    validate_: ValidateSection | None = Field(None, alias="validate", validate_default=True)
+    bench: BenchSection | None = None
+    breakeven: Any = None  # the scenario: a mapping, a file path, or {scenario: either}
+
+    @field_validator("source")
+    @classmethod
+    def _found(cls, source: str, info: ValidationInfo) -> str:
+        if not source:
+            raise PydanticCustomError("missing", "Field required")
+        source = _resolve(source, info)
+        if not source.startswith("builtin:") and ":" not in source and not Path(source).exists():
+            raise _problems_error([f"source {source!r} not found"])
+        return source
+
+    @field_validator("export")
+    @classmethod
+    def _formats(cls, export: list[str]) -> list[str]:
+        if not export:
+            raise _problems_error([f"'export' is a list of formats ({', '.join(FORMATS)})"])
+        unknown = [f"export: unknown format {fmt!r}{did_you_mean(fmt, FORMATS)}" for fmt in export if fmt not in FORMATS]
+        if unknown:
+            raise _problems_error(unknown)
+        return export
+
+    @field_validator("quantize", mode="before")
+    @classmethod
+    def _modes_alone(cls, quantize):
+        return {"modes": quantize} if isinstance(quantize, list | str) else quantize
+
+    @field_validator("validate_")
+    @classmethod
+    def _auto_has_data(cls, validate: ValidateSection | None, info: ValidationInfo) -> ValidateSection | None:
+        quantize = info.data.get("quantize")
+        if validate is None and quantize is not None and "auto" in quantize.modes and not quantize.data:
+            raise _problems_error(["quantize mode 'auto' needs validation data "
+                                   "('validate: data:' or 'quantize: data:')"])
+        return validate
+
+    @field_validator("breakeven")
+    @classmethod
+    def _scenario(cls, value, info: ValidationInfo) -> dict | None:
+        if value is None:
+            return None
+        scenario, problems = _load_scenario(value, (info.context or {}).get("base", Path(".")))
+        if scenario is not None:
+            from toolkit.plan import scenario_problems  # the on-device share may be left to the plan
+
+            problems = [f"breakeven: {problem}" for problem in scenario_problems(scenario)]
+        if problems:
+            raise _problems_error(problems)
+        return scenario
+
+
+def _load_scenario(value, base: Path) -> tuple[dict | None, list[str]]:
+    from toolkit.safety.yaml import load_yaml
+
+    if isinstance(value, dict) and "scenario" in value and len(value) == 1:
+        value = value["scenario"]
+    if isinstance(value, str):
+        path = (Path(base) / value) if not Path(value).is_absolute() else Path(value)
+        if not path.is_file():
+            return None, [f"breakeven: scenario file {value!r} not found"]
+        try:
+            value = load_yaml(path)
+        except BadInput as error:
+            return None, [f"breakeven: {error}"]
+    if not isinstance(value, dict):
+        return None, ["breakeven: give a scenario mapping or the path of a scenario file"]
+    return value, []
+
+
+# ------------------------------------------------------------------ pydantic's errors in our words
+
+SECTIONS = {"distill": DistillSection, "quantize": QuantizeSection, "validate": ValidateSection,
+            "bench": BenchSection}
+# a section that is not a mapping, or lacks its required key
+SECTION_NEEDS = {
+    "distill": "'distill' needs at least 'student' (e.g. shrink:0.5)",
+    "quantize": "'quantize' is a mapping with 'modes' and optional 'calibration'",
+    "validate": "'validate' needs 'data' (e.g. builtin:digits:test)",
+    "bench": "'bench' is a mapping with 'devices' and/or 'estimate'",
+}
+
+
+def _problems(error: dict) -> list[str]:
+    """One pydantic error as the recipe's messages: `section.key` first, then what is wrong."""
+    loc = tuple("validate" if part == "validate_" else part for part in error["loc"])
+    kind, found = error["type"], error.get("input")
+    where = ".".join(str(part) for part in loc)
+    if kind == "problems":
+        return list(error["ctx"]["problems"])
+    if loc == ("source",) and kind in ("missing", "string_type"):
+        return ["'source' is required (e.g. builtin:digits-cnn or a model path)"]
+    if kind == "extra_forbidden":
+        choices = SECTIONS[loc[0]].model_fields if len(loc) == 2 and loc[0] in SECTIONS else RecipeSpec.model_fields
+        choices = ["validate" if name == "validate_" else name for name in choices]
+        return [f"unknown key {where!r}{did_you_mean(loc[-1], choices)}"]
+    if loc[0] in SECTION_NEEDS and (len(loc) == 1 or kind == "missing"):
+        return [SECTION_NEEDS[loc[0]]]
+    if kind in ("number", "names"):
+        return [f"{where} {error['msg']}"]
+    if kind == "string_type":
+        return [f"{where} must be text, not {type(found).__name__}"]
+    if kind == "bool_type":
+        return [f"{where} must be true or false, not {found!r}"]
+    return [f"{where}: {error['msg'][:1].lower()}{error['msg'][1:]}"]
 
 
 def _default_name(source: str) -> str:
     text = source.split(":", 1)[1] if source.startswith("builtin:") else Path(source).stem
     return text or "model"
-
-
-def _suggest(value, choices) -> str:
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3)
-    return f" (did you mean {', '.join(close)}?)" if close else f" (choose from {', '.join(choices)})"

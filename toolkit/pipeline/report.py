@@ -11,12 +11,13 @@ import os
 from pathlib import Path
 
 from toolkit.artifacts import atomic_write_text
-from toolkit.common.units import human_bytes, human_months, human_ms
+from toolkit.common.units import human_bytes, human_months, human_ms, human_percent
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#1a1a1a}
 table{border-collapse:collapse;width:100%;margin:1em 0}th,td{border:1px solid #ccc;padding:.35em .6em;text-align:left}
 th{background:#f2f2f2}td{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums}
+p.answer{font-size:1.1em;border-left:4px solid #176b2c;padding:.4em .8em;background:#f6fbf7}
 .pass{color:#176b2c;font-weight:600}.fail{color:#a11;font-weight:600}.muted{color:#666}
 @media print{a{color:inherit;text-decoration:none}body{margin:0}}
 """
@@ -39,7 +40,8 @@ def summary_table_html(rows: list[dict]) -> str:
     devices = sorted({device for row in rows for device in (row.get("estimated_p50_ms") or {})})
     estimate_heads = "".join(f"<th>{html.escape(d)} (estimate)</th>" for d in devices)
     head = "<tr><th>model</th><th>format</th><th>mode</th><th>size</th><th>accuracy</th><th>drop (pts)</th>" \
-           f"<th>gates</th><th>p50 latency (measured)</th>{estimate_heads}<th>break-even</th></tr>"
+           f"<th>gates</th><th>p50 latency (measured)</th>{estimate_heads}<th>priced on</th><th>on device</th>" \
+           "<th>system accuracy</th><th>per 1,000 requests</th><th>break-even</th></tr>"
     body = []
     for row in rows:
         passed = row.get("passed")
@@ -53,7 +55,10 @@ def summary_table_html(rows: list[dict]) -> str:
             + _cell(row.get("p50_ms"), human_ms, "num")
             + "".join(_cell((row.get("estimated_p50_ms") or {}).get(d), human_ms, "num")
                       for d in devices)
-            + _cell(row.get("breakeven_month"), human_months, "num") + "</tr>"
+            + _cell(row.get("priced_device")) + _cell(row.get("on_device_share"), human_percent, "num")
+            + _cell(row.get("system_accuracy"), lambda a: f"{a * 100:.2f}%", "num")
+            + _cell(row.get("cost_per_1k"), lambda c: f"{c:.4g}", "num")
+            + _cell(row.get("breakeven_month"), lambda m: f"{m:.2f} months", "num") + "</tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"
 
@@ -74,11 +79,14 @@ def write_index(path: Path, recipe, rows, steps, done, records) -> Path:
     breakeven = done.get("breakeven") or {}
     headline = ""
     if breakeven:
+        reports = breakeven.get("reports") or {}
         month = human_months(breakeven.get("breakeven_month"))
-        chosen = breakeven.get("chosen_model") or "—"
-        link = _link((breakeven.get("reports") or {}).get("html"), base, "break-even report")
-        headline = (f"<p>Deploying <b>{html.escape(str(chosen))}</b>: break-even at <b>{html.escape(month)}</b> "
-                    f"({link}).</p>")
+        chosen = f"{breakeven.get('chosen_model') or '—'} on {breakeven.get('chosen_device') or '—'}"
+        sentence = breakeven.get("recommendation") or ""
+        headline = (f'<p class="answer">{html.escape(sentence)}</p>'
+                    f"<p>Break-even of <b>{html.escape(chosen)}</b>: <b>{html.escape(month)}</b> "
+                    f"({_link(reports.get('html'), base, 'its break-even report')}); every variant on every device "
+                    f"priced is ranked in {_link(reports.get('plan_html'), base, 'the plan')}.</p>")
     distill = done.get("distill") or {}
     distill_html = ""
     if distill:
@@ -97,7 +105,10 @@ or read from the cached artifact of an earlier run with the same inputs; estimat
 {headline}
 <h2>Summary</h2>
 <p class="muted">Accuracy and drop are against the reference (the teacher) on the validation data; the
-estimate columns are rooflines from the device profiles, not measurements.</p>
+estimate columns are rooflines from the device profiles, not measurements. The last columns are each model's
+best option in the plan: the share of requests it answers on the device (its least confident go to the cloud
+model), the accuracy of device and cloud together, the cost per 1,000 requests over the scenario's horizon
+(one-off included) and the break-even month.</p>
 {summary_table_html(rows)}
 {distill_html}
 <h2>Stages</h2>
@@ -114,6 +125,7 @@ def _report_target(step, summary: dict) -> str | None:
     if step.stage in ("bench", "estimate"):
         return summary.get("bench_json")
     if step.stage == "breakeven":
-        return (summary.get("reports") or {}).get("html")
+        reports = summary.get("reports") or {}
+        return reports.get("plan_html") or reports.get("html")
     folder = step.folder / "manifest.json"
     return str(folder) if folder.exists() else str(step.folder)

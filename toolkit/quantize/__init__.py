@@ -16,10 +16,12 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from toolkit.errors import BadInput, EdgewardError, Unsupported, missing_library
+from toolkit.common.text import first_line
+from toolkit.errors import BadInput, EdgewardError, EdgewardWarning, Unsupported, missing_library
 
 MODEL_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
 
@@ -58,7 +60,7 @@ def default_out_dir(model: str | os.PathLike, mode: str) -> Path:
 
 def model_bytes(model_path: Path) -> int:
     if model_path.suffix.lower() == ".onnx":
-        from toolkit.quantize.onnx_modes import model_bytes as onnx_bytes
+        from toolkit.quantize.onnx_graph import model_bytes as onnx_bytes
 
         return onnx_bytes(model_path)
     return model_path.stat().st_size
@@ -83,7 +85,7 @@ def quantize(
     named nodes in float (ONNX node names; for TFLite, a substring of tensor names).
     """
     from toolkit.artifacts import check_writable, resolve_model, staged_folder, write_manifest
-    from toolkit.quantize.calibration import quiet_output
+    from toolkit.common.quiet import quiet
     from toolkit.quantize.modes import check_method, get_mode
     from toolkit.runtime import open_model
 
@@ -100,7 +102,7 @@ def quantize(
         raise BadInput(f"{mode} needs calibration data: pass --calibration DATA (an .npz named after the inputs)")
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(model, mode)
     check_writable(out_dir, force)
-    with quiet_output():  # LiteRT logs its delegate on stderr
+    with quiet():  # LiteRT logs its delegate on stderr
         runner = open_model(model_path)
     refuse_quantized(model_path)
     dataset = prepare_calibration(calibration, runner.inputs, spec, calibration_size)
@@ -124,9 +126,9 @@ def quantize(
         except (EdgewardError, KeyboardInterrupt):
             raise
         except Exception as error:  # the quantization libraries raise many unrelated types
-            raise Unsupported(f"{mode} quantization of {model_path.name} failed: {_first_line(error)}") from error
+            raise Unsupported(f"{mode} quantization of {model_path.name} failed: {first_line(error)}") from error
         try:
-            with quiet_output():
+            with quiet():
                 open_model(out_path)
         except EdgewardError as error:
             raise Unsupported(f"{mode} produced a model its runtime cannot load: {error}") from None
@@ -165,7 +167,6 @@ def refuse_quantized(model_path: Path) -> None:
 
 def prepare_calibration(calibration, specs, mode, calibration_size: int):
     """Load and check calibration data before any expensive work; None where the mode needs none."""
-    from toolkit.console import warn
     from toolkit.data import Dataset, check_matches, load_data
     from toolkit.quantize.calibration import example_count, take
 
@@ -178,7 +179,7 @@ def prepare_calibration(calibration, specs, mode, calibration_size: int):
             )
         return None
     if not mode.needs_calibration:
-        warn(f"{mode.name} does not use calibration data; ignoring it")
+        warnings.warn(f"{mode.name} does not use calibration data; ignoring it", EdgewardWarning, stacklevel=3)
         return None
     dataset = calibration.renamed(names) if isinstance(calibration, Dataset) else load_data(calibration, names)
     if example_count(dataset) == 0:
@@ -210,8 +211,3 @@ def _manifest(stage, model, model_path, spec, options, dataset, notes, size, flo
         size={"bytes": size, "float_bytes": float_size, "ratio": round(size / float_size, 4)},
         quantization=notes, calibration=calibration,
     )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:300]

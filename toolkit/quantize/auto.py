@@ -15,6 +15,10 @@ jobs hits them alike, and keeps the fastest, taking the smallest of those within
 LATENCY_TIE of the fastest. With `latency` every mode is tried, since a larger
 model can be the faster one (int4 weights are smallest but dequantized at run time).
 
+Each try is judged by the validate stage itself (`toolkit.validate.validate`, the float model
+as the reference, gates as given, SQNR off) and carries the validate stage's record in its
+manifest under `validation`.
+
 Whatever happens, OUT_DIR holds the best model so far (`model.*` + `manifest.json`),
 every tried model under `tries/`, and the table of tries (`tries.json`, `tries.md`),
 rewritten after each try, so Ctrl-C or a spent budget still leaves a usable result.
@@ -22,15 +26,21 @@ rewritten after each try, so Ctrl-C or a spent budget still leaves a usable resu
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import BadInput, EdgewardError
+from toolkit.common.units import human_bytes
+from toolkit.errors import BadInput, EdgewardError, EdgewardWarning
+
+logger = logging.getLogger(__name__)
 
 # Expected size of each mode's model against float32: the order in which modes are tried.
 EXPECTED_RATIO = {
@@ -93,9 +103,7 @@ class AutoResult:
         data["out_dir"] = str(self.out_dir)
         data["model_path"] = str(self.model_path) if self.model_path else None
         data["tries"] = [{**asdict(t), "label": t.label} for t in self.tries]
-        from toolkit.validate import _finite
-
-        return _finite(data)
+        return data
 
     to_dict = as_dict
 
@@ -112,7 +120,7 @@ class AutoResult:
             best = self.tries[self.chosen]
             speed = f", p50 {best.p50_ms:.2f} ms" if best.p50_ms is not None else ""
             lines.append(f"chosen ({'fastest' if self.objective == 'latency' else 'smallest'}): {best.label}, "
-                         f"{_kib(best.size_bytes)} ({best.size_ratio:.2f}x of float){speed}, "
+                         f"{human_bytes(best.size_bytes)} ({best.size_ratio:.2f}x of float){speed}, "
                          f"{_gate_text(self.gates)}: passed -> {self.model_path}")
         else:
             saved = f"; best so far saved in {self.model_path}" if self.model_path else ""
@@ -141,13 +149,12 @@ def auto_quantize(
     "latency" the fastest (p50, 1 thread, batch 1; near-ties go to the smaller).
     """
     from toolkit.artifacts import check_writable, resolve_model
-    from toolkit.console import info, warn
     from toolkit.data import Dataset, load_data
     from toolkit.quantize import model_bytes, model_format, refuse_quantized
     from toolkit.quantize.modes import modes_for
     from toolkit.runtime import open_model
     from toolkit.validate import check_gates
-    from toolkit.validate.sides import prepare_feeds, run_side
+    from toolkit.validate.sides import prepare_feeds
 
     started = time.perf_counter()
     check_gates(max_drop, min_agreement, None)
@@ -163,23 +170,21 @@ def auto_quantize(
     names = [spec.name for spec in runner.inputs]
     dataset = data if isinstance(data, Dataset) else load_data(data, names)
     dataset = dataset.for_model(runner.inputs)  # each input's example axis (state [2, batch, 128]: 1)
-    feeds = prepare_feeds(dataset, runner, "data")
+    prepare_feeds(dataset, runner, "data")  # data that does not fit the model is refused before any folder is made
     if dataset.labels is None and min_agreement is None:
         min_agreement = DEFAULT_AGREEMENT_WITHOUT_LABELS
-        warn(f"{dataset.name}: no labels, so the gate is argmax agreement >= {min_agreement}")
+        warnings.warn(f"{dataset.name}: no labels, so the gate is argmax agreement >= {min_agreement}",
+                      EdgewardWarning, stacklevel=2)
     gates = {"max_drop": max_drop if dataset.labels is not None else None, "min_agreement": min_agreement}
-    reference_outputs = run_side(runner, feeds)
-    output_names = [spec.name for spec in runner.outputs]
     if calibration is None and any(mode.needs_calibration for mode in modes_for(fmt)):
         calibration = dataset
-        info(f"calibrating the static modes on the evaluation data ({dataset.name}); pass a calibration set to keep them apart")
+        logger.info("calibrating the static modes on the evaluation data (%s); pass a calibration set to keep "
+                    "them apart", dataset.name)
 
     if out_dir.exists():
         shutil.rmtree(out_dir)  # check_writable has refused this unless --force
     (out_dir / "tries").mkdir(parents=True)
-    state = _State(out_dir, model_path, fmt, model_bytes(model_path), dataset, feeds, reference_outputs,
-                   output_names, gates, calibration, objective)
-    state.reference_accuracy = _reference_accuracy(reference_outputs, dataset)
+    state = _State(out_dir, model_path, fmt, model_bytes(model_path), dataset, runner, gates, calibration, objective)
 
     stopped = "all modes tried"
     plan = sorted(modes_for(fmt), key=lambda mode: EXPECTED_RATIO.get(mode.name, 1.0))
@@ -220,7 +225,6 @@ def _last_int8(plan) -> str | None:
 
 def _mixed_precision(state, started: float, budget_s: float) -> Try | None:
     """Keep the worst nodes of the static int8 try in float, more each time; the first that passes."""
-    from toolkit.console import info
     from toolkit.validate.per_layer import per_layer_error
 
     base = next((t for t in state.tries if t.mode == "static-int8" and not t.error and not t.excluded), None)
@@ -228,7 +232,8 @@ def _mixed_precision(state, started: float, budget_s: float) -> Try | None:
         return None
     result = per_layer_error(state.out_dir / base.folder, state.model_path, state.dataset, top=max(MIXED_STEPS))
     ranked = [layer.nodes for layer in result.worst]
-    info("per-layer: worst nodes " + ", ".join(f"{layer.node} ({layer.local_sqnr_db} dB)" for layer in result.worst[:5]))
+    logger.info("per-layer: worst nodes %s",
+                ", ".join(f"{layer.node} ({layer.local_sqnr_db} dB)" for layer in result.worst[:5]))
     tried_counts = set()
     for count in MIXED_STEPS:
         count = min(count, len(ranked))
@@ -247,19 +252,18 @@ def _mixed_precision(state, started: float, budget_s: float) -> Try | None:
 class _State:
     """The tries so far, and the best model saved into out_dir after each of them."""
 
-    def __init__(self, out_dir, model_path, fmt, float_size, dataset, feeds, reference_outputs, output_names,
-                 gates, calibration, objective="size"):
+    def __init__(self, out_dir, model_path, fmt, float_size, dataset, reference, gates, calibration,
+                 objective="size"):
         self.out_dir, self.model_path, self.fmt, self.float_size = out_dir, model_path, fmt, float_size
         self.objective = objective
-        self.dataset, self.feeds, self.reference_outputs = dataset, feeds, reference_outputs
-        self.output_names, self.gates, self.calibration = output_names, gates, calibration
+        self.dataset, self.reference = dataset, reference  # reference: the float model's open runner
+        self.gates, self.calibration = gates, calibration
         self.tries: list[Try] = []
         self.saved_index: int | None = None
         self.saved_path: Path | None = None
         self.reference_accuracy: float | None = None
 
     def run_try(self, mode: str, excluded: list[str], calibrated: bool) -> Try:
-        from toolkit.console import info
         from toolkit.quantize import quantize
 
         attempt = Try(index=len(self.tries), mode=mode, excluded=excluded)
@@ -279,41 +283,34 @@ class _State:
         attempt.seconds = round(time.perf_counter() - tick, 3)
         self.tries.append(attempt)
         speed = f", p50 {attempt.p50_ms:.2f} ms" if attempt.p50_ms is not None else ""
-        info(f"try {attempt.index + 1}: {attempt.label}: " + (attempt.error or
-             f"{_kib(attempt.size_bytes)}, {_acc(attempt)}{speed}, {'passed' if attempt.passed else 'failed'}"))
+        logger.info("try %d: %s: %s", attempt.index + 1, attempt.label, attempt.error or
+                    f"{human_bytes(attempt.size_bytes)}, {_acc(attempt)}{speed}, {'passed' if attempt.passed else 'failed'}")
         self._save()
         return attempt
 
     def _judge(self, attempt: Try, model_path: Path) -> None:
-        from toolkit.artifacts import update_manifest
-        from toolkit.runtime import open_model
-        from toolkit.validate.metrics import compare_outputs, evaluate_gates, match_outputs
-        from toolkit.validate.sides import prepare_feeds, run_side
+        """The validate stage on the try (float model as reference); its record goes into the try's manifest."""
+        from toolkit.validate import validate
 
-        runner = open_model(model_path)
-        outputs = run_side(runner, prepare_feeds(self.dataset, runner, "data"))
-        pairs = match_outputs([s.name for s in runner.outputs], outputs, self.output_names, self.reference_outputs)
-        metrics, _ = compare_outputs(pairs, self.dataset.labels, data_name=self.dataset.name)
-        gates = evaluate_gates(metrics, self.gates["max_drop"], self.gates["min_agreement"], None)
-        first = next((m for m in metrics if m.candidate_accuracy is not None),
-                     next((m for m in metrics if m.agreement is not None), metrics[0]))
-        attempt.accuracy, attempt.drop = first.candidate_accuracy, _round(first.drop)
+        report = validate(model_path, self.reference, self.dataset, max_drop=self.gates["max_drop"],
+                          min_agreement=self.gates["min_agreement"], min_sqnr=None, record=True)
+        first = next((m for m in report.outputs if m.candidate_accuracy is not None),
+                     next((m for m in report.outputs if m.agreement is not None), report.outputs[0]))
+        if self.reference_accuracy is None:
+            self.reference_accuracy = _round(first.reference_accuracy, 12)
+        attempt.accuracy, attempt.drop = _round(first.candidate_accuracy, 12), _round(first.drop)
         attempt.agreement, attempt.sqnr_db = _round(first.agreement, 6), _round(first.sqnr_db)
-        attempt.passed = all(gate.passed for gate in gates)
-        attempt.failed_gates = [gate.describe() for gate in gates if not gate.passed]
-        update_manifest(model_path.parent, validation={
-            "data": self.dataset.name, "samples": len(self.dataset), "passed": attempt.passed,
-            "accuracy": attempt.accuracy, "drop": attempt.drop, "agreement": attempt.agreement,
-            "gates": [asdict(gate) for gate in gates], "by": "auto"})
+        attempt.passed = report.passed
+        attempt.failed_gates = [gate.describe() for gate in report.failed_gates()]
 
     def _timer(self, model_path: Path):
         """A warmed-up runner (1 thread) and its feed: the data's first example (batch 1)."""
-        from toolkit.data import batch_axes, slice_examples
-        from toolkit.quantize.calibration import fixed_batch, quiet_output
+        from toolkit.common.batching import batch_axes, fixed_batch, slice_examples
+        from toolkit.common.quiet import quiet
         from toolkit.runtime import open_model
         from toolkit.validate.sides import prepare_feeds
 
-        with quiet_output():
+        with quiet():
             runner = open_model(model_path, threads=1)
         feeds = prepare_feeds(self.dataset, runner, "data")
         # Each input's example axis from the model's signature with the data (silero-vad's
@@ -331,8 +328,6 @@ class _State:
 
     def retime_passing(self) -> None:
         """Time every passing try again, taking turns, and re-pick: fair under a varying load."""
-        from toolkit.console import info
-
         timed = [t for t in self.tries if t.p50_ms is not None and not t.error]
         if len(timed) < 2:
             return
@@ -343,7 +338,7 @@ class _State:
                 samples[index] += _timed_runs(runner, feeds, max(1, LATENCY_RUNS // LATENCY_ROUNDS))
         for attempt in timed:
             attempt.p50_ms = round(float(np.median(samples[attempt.index])), 4)
-        info("interleaved p50: " + ", ".join(f"{t.label} {t.p50_ms:.2f} ms" for t in timed))
+        logger.info("interleaved p50: %s", ", ".join(f"{t.label} {t.p50_ms:.2f} ms" for t in timed))
         self.saved_index = None  # the saved manifest records the old p50: write it again
         self._save()
 
@@ -374,13 +369,11 @@ class _State:
         best = self.best()
         if best is not None and best.index != self.saved_index:
             self._save_model(best)
-        from toolkit.validate import _finite
-
-        atomic_write_json(self.out_dir / "tries.json", _finite({
+        atomic_write_json(self.out_dir / "tries.json", {
             "model": str(self.model_path), "format": self.fmt, "float_size_bytes": self.float_size,
             "reference_accuracy": self.reference_accuracy, "gates": self.gates, "data": self.dataset.name,
             "chosen": self.saved_index, "passed": bool(best and best.passed and best.smaller),
-            "objective": self.objective, "tries": rows}))
+            "objective": self.objective, "tries": rows})
         atomic_write_text(self.out_dir / "tries.md", "# Auto quantization\n\n" + table_markdown(
             self.tries, self.saved_index, self.reference_accuracy, self.float_size, self.gates, self.objective))
 
@@ -413,23 +406,9 @@ def _timed_runs(runner, feeds, runs: int) -> list[float]:
     return samples
 
 
-def _reference_accuracy(outputs, dataset) -> float | None:
-    from toolkit.validate.metrics import _labels_fit, top1_accuracy
-
-    if dataset.labels is None:
-        return None
-    for output in outputs:
-        if output.ndim >= 2 and _labels_fit(dataset.labels, output):
-            return top1_accuracy(output, dataset.labels)
-    return None
-
-
 def _round(value, digits: int = 4):
-    return None if value is None else round(float(value), digits)
-
-
-def _kib(size) -> str:
-    return "–" if size is None else f"{size / 1024:.1f} KiB"
+    """A figure for the table: rounded, and None where there is none (JSON has no NaN or Infinity)."""
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
 
 def _acc(t: Try) -> str:
@@ -450,7 +429,7 @@ def _gate_text(gates: dict) -> str:
 def _rows(tries, chosen):
     for t in tries:
         yield [
-            str(t.index + 1), t.label, _kib(t.size_bytes), "–" if t.size_ratio is None else f"{t.size_ratio:.2f}x",
+            str(t.index + 1), t.label, human_bytes(t.size_bytes), "–" if t.size_ratio is None else f"{t.size_ratio:.2f}x",
             "–" if t.accuracy is None else f"{t.accuracy:.2%}", "–" if t.drop is None else f"{t.drop:.2f}",
             "–" if t.agreement is None else f"{t.agreement:.4f}",
             "–" if t.p50_ms is None else f"{t.p50_ms:.2f} ms",
@@ -466,7 +445,7 @@ HEADER = ["#", "mode", "size", "ratio", "accuracy", "drop", "agreement", "p50", 
 def table_text(tries, chosen, reference_accuracy, float_size) -> str:
     rows = [HEADER, *_rows(tries, chosen)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER) - 1)]
-    lines = [f"float: {_kib(float_size)}" + (f", accuracy {reference_accuracy:.2%}" if reference_accuracy is not None else "")]
+    lines = [f"float: {human_bytes(float_size)}" + (f", accuracy {reference_accuracy:.2%}" if reference_accuracy is not None else "")]
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
     return "\n".join(line.rstrip() for line in lines)
@@ -475,7 +454,7 @@ def table_text(tries, chosen, reference_accuracy, float_size) -> str:
 def table_markdown(tries, chosen, reference_accuracy, float_size, gates, objective: str = "size") -> str:
     rule = ("fastest passing (p50, 1 thread, batch 1; within 3% the smaller)" if objective == "latency"
             else "smallest passing")
-    lines = [f"Float model: {_kib(float_size)}"
+    lines = [f"Float model: {human_bytes(float_size)}"
              + (f", accuracy {reference_accuracy:.2%}" if reference_accuracy is not None else "")
              + f". Gates: {_gate_text(gates)}. Objective: {objective} ({rule}).", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]

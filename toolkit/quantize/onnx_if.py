@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.quantize.onnx_modes import _is_large, all_nodes
+from toolkit.quantize.onnx_graph import all_nodes, is_large
 
 
 def specialise_ifs(model_path: Path, feeds: list[dict], workdir: Path) -> tuple[Path, dict] | None:
@@ -34,7 +34,7 @@ def specialise_ifs(model_path: Path, feeds: list[dict], workdir: Path) -> tuple[
     """
     import onnx
 
-    if _is_large(model_path) or not feeds:
+    if is_large(model_path) or not feeds:
         return None
     model = onnx.load(str(model_path))
     fixed = _fixed_scalar_inputs(model.graph, feeds)
@@ -206,10 +206,12 @@ def _drop_dead_nodes(graph) -> None:
 
 
 def warn_specialised(specialised: dict) -> None:
-    from toolkit.console import warn
+    import warnings
+
+    from toolkit.errors import EdgewardWarning
 
     values = {name: value for name, value in specialised.items() if name != "if_nodes"}
-    settings = ", ".join(f"{name}={value}" for name, value in values.items())
+    fixed = ", ".join(f"{name}={value}" for name, value in values.items())
     names = ", ".join(values)
-    warn(f"static-int8 specialised the model to {settings}, the value in every calibration example; "
-         f"other values of {names} are not supported by this model")
+    warnings.warn(f"static-int8 specialised the model to {fixed}, the value in every calibration example; "
+                  f"other values of {names} are not supported by this model", EdgewardWarning, stacklevel=3)

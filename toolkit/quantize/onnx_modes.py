@@ -13,9 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.common.batching import fixed_batch
 from toolkit.common.cpu import u8s8_saturates_here
+from toolkit.common.quiet import quiet
+from toolkit.common.text import first_line
 from toolkit.errors import Unsupported
-from toolkit.quantize.calibration import calibration_batches, fixed_batch, quiet_output
+from toolkit.quantize.calibration import calibration_batches
 from toolkit.quantize.onnx_embeddings import (
     EMBEDDING_BLOCK_SIZE,
     int4_embeddings,
@@ -23,25 +26,10 @@ from toolkit.quantize.onnx_embeddings import (
     replace_nodes,
     sum_before_layernorm,
 )
+from toolkit.quantize.onnx_graph import LARGE_MODEL_BYTES, all_nodes, is_large
 
-LARGE_MODEL_BYTES = 1_800_000_000
 DEBUG_METADATA_PREFIXES = ("pkg.torch.onnx.", "namespace")
 INT4_BLOCK_SIZE = 32
-
-
-def model_bytes(path: Path) -> int:
-    """The model file plus the external data files it names."""
-    import onnx
-
-    from toolkit.safety import external_locations
-
-    model = onnx.load(str(path), load_external_data=False)
-    files = {path.parent / location for location in external_locations(model)}
-    return path.stat().st_size + sum(f.stat().st_size for f in files if f.is_file())
-
-
-def _is_large(path: Path) -> bool:
-    return model_bytes(path) > LARGE_MODEL_BYTES
 
 
 def pre_process(model_path: Path, workdir: Path) -> Path:
@@ -54,14 +42,14 @@ def pre_process(model_path: Path, workdir: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = workdir / "preprocessed.onnx"
-    large = _is_large(model_path)
+    large = is_large(model_path)
     source = _constants_as_initializers(model_path, workdir) or model_path
     attempts = ({}, {"skip_optimization": True}, {"skip_symbolic_shape": True},
                 {"skip_optimization": True, "skip_symbolic_shape": True})
     last_error: Exception | None = None
     for options in attempts:
         try:
-            with quiet_output():
+            with quiet():
                 quant_pre_process(
                     str(source), str(out), save_as_external_data=large,
                     all_tensors_to_one_file=True, **options,
@@ -69,7 +57,7 @@ def pre_process(model_path: Path, workdir: Path) -> Path:
             return out
         except Exception as error:  # shape inference raises many types; try a gentler pass
             last_error = error
-    raise Unsupported(f"{model_path.name}: shape inference for quantization failed: {_first_line(last_error)}")
+    raise Unsupported(f"{model_path.name}: shape inference for quantization failed: {first_line(last_error)}")
 
 
 def _constants_as_initializers(model_path: Path, workdir: Path) -> Path | None:
@@ -82,7 +70,7 @@ def _constants_as_initializers(model_path: Path, workdir: Path) -> Path | None:
     """
     import onnx
 
-    if _is_large(model_path):
+    if is_large(model_path):
         return None
     model = onnx.load(str(model_path))
     if not _convert_constants(model.graph):
@@ -138,16 +126,6 @@ def _fits_protobuf(model) -> bool:
         return False
 
 
-def all_nodes(graph):
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            if attribute.g is not None and attribute.g.node:
-                yield from all_nodes(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from all_nodes(subgraph)
-
-
 def _finish(tmp_path: Path, out_path: Path) -> None:
     import onnx
 
@@ -174,7 +152,7 @@ def dynamic_int8(model_path: Path, out_path: Path, *, workdir: Path, per_channel
     # per-channel DequantizeLinear (its `axis`) needs opset 13; an older model that cannot be
     # converted keeps onnxruntime's ConvInteger (per-tensor weights) as before
     pre = _at_least_opset(pre, 13, workdir)
-    large = _is_large(pre)
+    large = is_large(pre)
     weight_only_convs = per_channel and opset_version(onnx.load(str(pre), load_external_data=False)) >= 13
     op_types = [op for op in IntegerOpsRegistry if op in DYNAMIC_OP_TYPES or not weight_only_convs]
     tmp = workdir / "quantized.onnx"
@@ -183,7 +161,7 @@ def dynamic_int8(model_path: Path, out_path: Path, *, workdir: Path, per_channel
     subgraphs = True
     for subgraphs in (True, False):
         try:
-            with quiet_output():
+            with quiet():
                 quantize_dynamic(
                     str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=per_channel,
                     reduce_range=reduce_range, op_types_to_quantize=op_types,
@@ -334,11 +312,11 @@ def static_int8(model_path: Path, out_path: Path, *, workdir: Path, calibration,
 
     def quantize(pre: Path) -> None:
         reader.rewind()
-        with quiet_output():
+        with quiet():
             quantize_static(
                 str(pre), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 activation_type=QuantType.QUInt8, weight_type=weight_type, calibrate_method=methods[method],
-                op_types_to_quantize=static_op_types(), nodes_to_exclude=list(exclude_nodes or []), use_external_data_format=_is_large(pre),
+                op_types_to_quantize=static_op_types(), nodes_to_exclude=list(exclude_nodes or []), use_external_data_format=is_large(pre),
             )
 
     quantize(pre)
@@ -348,7 +326,7 @@ def static_int8(model_path: Path, out_path: Path, *, workdir: Path, calibration,
     except Unsupported:
         # Every weight sits in If branches. Where the calibration data decides those Ifs (silero-vad's
         # sr), quantize the model specialised to the taken branches; otherwise the error stands.
-        from toolkit.quantize import onnx_if  # imports this module: loaded only when needed
+        from toolkit.quantize import onnx_if  # only models with If nodes need it
 
         specialised = onnx_if.specialise_ifs(model_path, reader.feeds, workdir)
         if specialised is None:
@@ -372,7 +350,7 @@ def _at_least_opset(path: Path, version: int, workdir: Path) -> Path:
     DequantizeLinear need opset 13; paddle2onnx writes 11 or 12). Unchanged if conversion fails."""
     import onnx
 
-    if _is_large(path):
+    if is_large(path):
         return path
     model = onnx.load(str(path))
     if opset_version(model) >= version:
@@ -434,7 +412,7 @@ def fp16(model_path: Path, out_path: Path, *, workdir: Path, exclude_nodes=None,
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     pre = pre_process(model_path, workdir)
-    with quiet_output():
+    with quiet():
         model = convert_float_to_float16(
             onnx.load(str(pre)), keep_io_types=True, node_block_list=list(exclude_nodes or []) or None,
         )
@@ -454,7 +432,7 @@ def int4_weight(model_path: Path, out_path: Path, *, workdir: Path, exclude_node
     model = onnx.load(str(pre))
     excluded = set(exclude_nodes or [])
     rewritten = gemm_to_matmul(model, excluded)
-    with quiet_output():
+    with quiet():
         quantizer = MatMulNBitsQuantizer(
             model, bits=4, block_size=INT4_BLOCK_SIZE, is_symmetric=True, nodes_to_exclude=list(excluded),
             op_types_to_quantize=("MatMul", "Gather"),  # Gather: embedding tables -> GatherBlockQuantized
@@ -510,11 +488,6 @@ def gemm_to_matmul(model, excluded: set[str]) -> int:
     return rewritten
 
 
-def _first_line(error) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:300]
-
-
 # --- dynamic-int8-int4emb: int8 MatMuls at run time, int4 embedding tables, fast LayerNorm ---
 
 
@@ -541,11 +514,11 @@ def dynamic_int8_int4emb(model_path: Path, out_path: Path, *, workdir: Path, per
     reduce_range = u8s8_saturates_here()
     pre = pre_process(model_path, workdir)
     tmp = workdir / "quantized.onnx"
-    with quiet_output():
+    with quiet():
         quantize_dynamic(
             str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range,
             op_types_to_quantize=[op for op in IntegerOpsRegistry if op != "Gather"],
-            nodes_to_exclude=_with_gemm_names(excluded), use_external_data_format=_is_large(pre),
+            nodes_to_exclude=_with_gemm_names(excluded), use_external_data_format=is_large(pre),
         )
     model = onnx.load(str(tmp))
     tables = int4_embeddings(model, excluded)

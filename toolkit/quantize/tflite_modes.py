@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.common.quiet import quiet
 from toolkit.errors import BadInput
-from toolkit.quantize.calibration import calibration_batches, quiet_output
+from toolkit.quantize.calibration import calibration_batches
 
 
 def _recipe(kind: str, *, per_channel: bool = True, exclude_nodes=None, bits: int = 8):
@@ -53,7 +54,7 @@ def _recipe(kind: str, *, per_channel: bool = True, exclude_nodes=None, bits: in
 def _run(model_path: Path, out_path: Path, recipe, calibration_data=None) -> None:
     from ai_edge_quantizer import quantizer
 
-    with quiet_output():
+    with quiet():
         engine = quantizer.Quantizer(str(model_path), recipe)
         calibration_result = engine.calibrate(calibration_data) if engine.need_calibration else None
         result = engine.quantize(calibration_result, enable_progress_report=False)

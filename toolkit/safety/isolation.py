@@ -19,7 +19,8 @@ enormous allocation (a crafted dimension) into a MemoryError before the kernel's
 out-of-memory killer picks a victim. RLIMIT_AS is not used: torch, XLA and jax reserve
 gigabytes of address space they never touch, so an address-space limit breaks them.
 
-This module imports only the standard library: `edgeward --help` stays instant.
+This module imports only the standard library at import time (psutil is imported by the
+memory functions that use it): `edgeward --help` stays instant.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # Commands that load, convert, quantize or run a model: they run in the child.
-ISOLATED_COMMANDS = frozenset({"export", "quantize", "validate", "bench", "distill", "run", "demo"})
+ISOLATED_COMMANDS = frozenset({"export", "quantize", "validate", "bench", "distill", "run", "demo", "plan"})
 # A time-out in these is a device fault (exit 4), not bad input.
 DEVICE_COMMANDS = frozenset({"bench"})
 CRASH_SIGNALS = frozenset(
@@ -79,14 +81,9 @@ def _env_number(name: str, default: float) -> float:
 
 def default_memory_mb() -> int:
     """75% of physical memory, at least 2 GB (the stack itself needs about 0.7 GB)."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemTotal:"):
-                    return max(2048, int(line.split()[1]) * 3 // 4 // 1024)
-    except OSError:
-        pass
-    return 8192
+    import psutil
+
+    return max(2048, psutil.virtual_memory().total * 3 // 4 // 2**20)
 
 
 @dataclass
@@ -170,24 +167,21 @@ def _stdin_is_terminal() -> bool:
 
 
 def group_rss_mb(pgid: int) -> float:
-    """Resident memory of every process in a process group, in MB (Linux /proc)."""
-    total_kb = 0
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return 0.0
-    for entry in entries:
-        if not entry.isdigit():
-            continue
+    """Resident memory of every process in a process group, in MB (psutil: Linux, macOS, BSD).
+
+    The whole group, not the leader's descendants: a grandchild orphaned by a dead parent
+    stays in the group (and is stopped with it) but leaves the tree.
+    """
+    import psutil
+
+    total = 0
+    for process in psutil.process_iter():
         try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-            if int(fields[2]) != pgid:  # field 5 of stat: the process group
-                continue
-            total_kb += int(fields[21]) * os.sysconf("SC_PAGE_SIZE") // 1024  # field 24: rss pages
-        except (OSError, IndexError, ValueError):
-            continue
-    return total_kb / 1024
+            if os.getpgid(process.pid) == pgid:
+                total += process.memory_info().rss
+        except (psutil.Error, OSError):
+            continue  # gone, a zombie, or not ours to read
+    return total / 2**20
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -278,12 +272,22 @@ def _describe(outcome: Outcome, limits: Limits, label: str, timeout_exit: int, i
         outcome.message = f"{label} was stopped by {signal_text(-code)}"
 
 
-def run_isolated(argv: list[str], limits: Limits | None = None) -> int:
-    """Run `edgeward ARGV` in a supervised child; returns the exit code to use."""
+def call_code(target: str) -> str:
+    """Python source that calls `module:function()` (the code a spawned child runs)."""
+    module_name, _, function_name = target.partition(":")
+    if not (module_name and function_name.isidentifier()
+            and all(part.isidentifier() for part in module_name.split("."))):
+        raise ValueError(f"not a module:function target: {target!r}")
+    return f"from {module_name} import {function_name}; {function_name}()"
+
+
+def run_isolated(argv: list[str], limits: Limits | None = None, *, child_target: str) -> int:
+    """Run `edgeward ARGV` in a supervised child that calls `child_target` ("module:function",
+    the CLI's child entry); returns the exit code to use."""
     limits = limits or Limits.from_env()
     command = command_of(argv) or "edgeward"
     device = command in DEVICE_COMMANDS and ("--device" in argv or any(a.startswith("--device=") for a in argv))
-    proc = spawn(python_argv("from toolkit.safety.isolation import child_main; child_main()", *argv))
+    proc = spawn(python_argv(call_code(child_target), *argv))
     outcome = supervise(proc, limits, label=f"edgeward {command}", timeout_exit=4 if device else 2)
     if outcome.message:
         sys.stdout.flush()
@@ -291,13 +295,12 @@ def run_isolated(argv: list[str], limits: Limits | None = None) -> int:
     return outcome.exit_code
 
 
-def entry(argv: list[str] | None = None) -> int:
-    """The console script: isolate model-touching commands, run the rest in-process."""
+def entry(main: Callable[[list[str]], int], argv: list[str] | None = None, *, child_target: str) -> int:
+    """The console script: isolate model-touching commands in a child that runs `child_target`,
+    run the rest in-process with `main` (the CLI's; this module does not import the CLI)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if should_isolate(argv):
-        return run_isolated(argv)
-    from toolkit.cli import main
-
+        return run_isolated(argv, child_target=child_target)
     return main(argv)
 
 
@@ -335,15 +338,13 @@ def _terminate_as_interrupt(_signum, _frame):
     raise KeyboardInterrupt  # so staged folders and temp files are cleaned up on the way out
 
 
-def child_main() -> None:
-    """Entry of the child: limits, then the ordinary in-process CLI."""
+def child_main(main: Callable[[list[str]], int]) -> None:
+    """Entry of the child: limits, then the ordinary in-process CLI (`main`, passed by the CLI)."""
     limits = Limits.from_env()
     apply_child_limits(limits.memory_mb)
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         _test_crash_hook()
-        from toolkit.cli import main
-
         code = main(sys.argv[1:])
     except KeyboardInterrupt:
         code = 130
@@ -386,7 +387,7 @@ def call_isolated(target: str, *args, limits: Limits | None = None, quiet: bool 
         response = Path(folder) / "response.json"
         request.write_text(json.dumps({"target": target, "args": args, "kwargs": kwargs}))
         output = subprocess.DEVNULL if quiet else None
-        proc = spawn(python_argv("from toolkit.safety.isolation import _call_child; _call_child()",
+        proc = spawn(python_argv(call_code("toolkit.safety.isolation:call_child"),
                                  str(request), str(response)), stdout=output, stderr=output)
         outcome = supervise(proc, limits, label=target, forward_signals=False)
         if outcome.message:
@@ -402,7 +403,8 @@ def call_isolated(target: str, *args, limits: Limits | None = None, quiet: bool 
     return reply["result"]
 
 
-def _call_child() -> None:
+def call_child() -> None:
+    """Entry of the child `call_isolated` starts: run the request file's function, write the reply."""
     import importlib
 
     limits = Limits.from_env()

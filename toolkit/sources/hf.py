@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
+from toolkit.common.tensors import TensorSpec
 from toolkit.errors import BadInput
-from toolkit.runtime import TensorSpec
-from toolkit.sources import Source
+from toolkit.sources.source import Source
 
 # architecture suffix -> optimum task, and the outputs optimum names for it
 TASKS = (
@@ -41,7 +41,7 @@ def check_folder(folder: Path, *, trust_remote_code: bool) -> dict:
     if (code or config.get("auto_map")) and not trust_remote_code:
         shipped = ", ".join(code) if code else "auto_map in config.json"
         raise BadInput(f"{folder} ships its own code ({shipped}): pass --trust-remote-code if you trust its author")
-    from toolkit.safety import check_hf_folder
+    from toolkit.safety.hf import check_hf_folder
 
     check_hf_folder(folder, trust_remote_code=trust_remote_code)  # safetensors headers, pickle-only folders
     if not any(folder.glob("*.safetensors")):

@@ -13,10 +13,11 @@ import inspect
 import zipfile
 from pathlib import Path
 
+from toolkit.common.tensors import TensorSpec
+from toolkit.common.text import first_line
 from toolkit.errors import BadInput
-from toolkit.runtime import TensorSpec
-from toolkit.safety import PICKLE_SUFFIXES
-from toolkit.sources import Source
+from toolkit.safety.pickle import PICKLE_SUFFIXES
+from toolkit.sources.source import Source
 
 
 def load_builtin_source(spec: str) -> Source:
@@ -45,7 +46,7 @@ def load_factory(spec: str, weights: str | None, pins: dict) -> Source:
             raise BadInput(f"{weights}: no such weights file")
         if Path(weights).suffix.lower() in PICKLE_SUFFIXES:
             raise BadInput(f"refused: {weights} is pickled (unpickling can run code); save the weights as .safetensors")
-        from toolkit.safety import check_safetensors
+        from toolkit.safety.safetensors import check_safetensors
 
         check_safetensors(Path(weights))
         module = rebuild(record, weights)
@@ -111,7 +112,7 @@ def load_folder(path: Path, pins: dict, *, trust_remote_code: bool) -> Source:
 def load_rebuild(path: Path, manifest: dict, weights: Path) -> Source:
     """An artifact folder holding a torch model as a rebuild record + safetensors (no pickle)."""
     from toolkit.models.registry import rebuild
-    from toolkit.safety import check_safetensors
+    from toolkit.safety.safetensors import check_safetensors
 
     record = manifest["rebuild"]
     check_safetensors(weights)
@@ -137,7 +138,7 @@ def load_rebuild(path: Path, manifest: dict, weights: Path) -> Source:
 
 
 def load_file(path: Path, pins: dict, *, trust_torchscript: bool, trust_pickle: bool = False) -> Source:
-    from toolkit.safety import check_exists
+    from toolkit.safety.files import check_exists
 
     check_exists(path)
     suffix = path.suffix.lower()
@@ -169,7 +170,7 @@ def _runtime_source(kind: str, path: Path) -> Source:
 
 def load_torch_file(path: Path, pins: dict, *, trust_torchscript: bool, trust_pickle: bool = False) -> Source:
     """TorchScript with opt-in; a pickled checkpoint is refused, without being opened, unless trusted."""
-    from toolkit.safety import checkpoint_kind
+    from toolkit.safety.pickle import checkpoint_kind
 
     kind = checkpoint_kind(path)  # from the bytes alone: nothing is unpickled
     if kind == "pt2":
@@ -192,7 +193,7 @@ def load_torch_file(path: Path, pins: dict, *, trust_torchscript: bool, trust_pi
     try:
         module = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as error:
-        raise BadInput(f"{path}: not a readable TorchScript file ({_first_line(error)})") from None
+        raise BadInput(f"{path}: not a readable TorchScript file ({first_line(error)})") from None
     try:
         names = [a.name for a in module.forward.schema.arguments[1:]]
     except (AttributeError, RuntimeError):
@@ -215,7 +216,7 @@ def load_trusted_pickle(path: Path, pins: dict) -> Source:
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=False)  # noqa: S614 - explicit opt-in
     except Exception as error:
-        raise BadInput(f"{path}: not a readable PyTorch checkpoint ({_first_line(error)})") from None
+        raise BadInput(f"{path}: not a readable PyTorch checkpoint ({first_line(error)})") from None
     if not isinstance(loaded, torch.nn.Module):
         raise BadInput(f"{path} holds a {type(loaded).__name__}, not a model: save the weights with "
                        "safetensors and pass package.module:factory --weights model.safetensors")
@@ -228,7 +229,7 @@ def load_pt2(path: Path) -> Source:
     """An ExportedProgram: its placeholders give names, shapes (symbols as str) and dtypes."""
     import torch
 
-    from toolkit.safety import refuse_pickle
+    from toolkit.safety.pickle import refuse_pickle
 
     if not zipfile.is_zipfile(path):
         raise BadInput(f"{path}: not an ExportedProgram archive (.pt2 is a zip written by torch.export.save)")
@@ -239,7 +240,7 @@ def load_pt2(path: Path) -> Source:
     except BadInput:
         raise
     except Exception as error:
-        raise BadInput(f"{path}: not a readable ExportedProgram ({_first_line(error)})") from None
+        raise BadInput(f"{path}: not a readable ExportedProgram ({first_line(error)})") from None
     user_inputs = list(program.graph_signature.user_inputs)
     placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
     inputs = []
@@ -299,8 +300,3 @@ def _no_unpickling():
         torch.load = original_load
         package.pickle = original_pickle
         torch._C._pickle_load_obj = original_obj
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:300]

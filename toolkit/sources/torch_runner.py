@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from toolkit.common.tensors import TensorSpec
 from toolkit.errors import BadInput
-from toolkit.runtime import TensorSpec
 
 
 class TorchRunner:

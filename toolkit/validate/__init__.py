@@ -25,6 +25,7 @@ from toolkit.validate.metrics import (
     Gate,
     OutputMetrics,
     compare_outputs,
+    confidence_of,
     evaluate_gates,
     match_outputs,
 )
@@ -68,6 +69,8 @@ class ValidationReport:
     files: dict[str, str] = field(default_factory=dict)
     # kept for the charts, not serialised: output name -> candidate - reference
     errors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    # per example confidence and correctness (confidence.npz); its compact curve is serialised
+    confidence: object | None = field(default=None, repr=False)  # toolkit.validate.metrics.Confidence
 
     def failed_gates(self) -> list[Gate]:
         return [gate for gate in self.gates if not gate.passed]
@@ -98,6 +101,8 @@ class ValidationReport:
         }
         if self.per_layer is not None:
             data["per_layer"] = self.per_layer.to_dict()
+        if self.confidence is not None:
+            data["confidence"] = self.confidence.curve()
         return _finite(data)
 
     def manifest_record(self) -> dict:
@@ -116,6 +121,7 @@ class ValidationReport:
                 for metrics in self.outputs
             ],
             "gates": [asdict(gate) for gate in self.gates],
+            **({"confidence": self.confidence.curve()} if self.confidence is not None else {}),
         })
 
 
@@ -230,7 +236,7 @@ def validate(
         candidate=cand.label, reference=ref.label, data=dataset.name or str(data), samples=feed_count(cand_feeds, cand.runner.inputs),
         outputs=metrics, gates=gates, passed=all(gate.passed for gate in gates),
         candidate_format=cand.runner.format, reference_format=ref.runner.format, device=device,
-        shape_checks=checks, seconds=timings, errors=errors,
+        shape_checks=checks, seconds=timings, errors=errors, confidence=confidence_of(pairs, dataset.labels),
     )
     if per_layer:
         tick = time.perf_counter()
@@ -249,7 +255,7 @@ def validate(
 
 
 def _load_dataset(data):
-    from toolkit.data import Dataset, _check_consistent, load_data
+    from toolkit.data import Dataset, check_consistent, load_data
 
     dataset = data if isinstance(data, Dataset) else load_data(data)
     if len(dataset) == 0:
@@ -257,7 +263,7 @@ def _load_dataset(data):
     if dataset.labels is not None:
         if len(dataset.labels) != len(dataset):
             raise BadInput(f"data {dataset.name!r}: {len(dataset.labels)} labels but {len(dataset)} examples")
-        _check_consistent(dataset)
+        check_consistent(dataset)
     return dataset
 
 

@@ -191,3 +191,119 @@ def evaluate_gates(metrics: list[OutputMetrics], max_drop, min_agreement, min_sq
             gates.append(Gate(f"NaN/Inf values in {item.name}", item.nonfinite, item.reference_nonfinite, False,
                               f"{item.nan} NaN, {item.inf} Inf", op="<="))
     return gates
+
+
+# ---------------------------------------------------------------- confidence
+
+CURVE_POINTS = 201  # at most this many points in the compact curve (report.json, manifest)
+
+
+@dataclass
+class Confidence:
+    """Per example, the candidate's confidence and whether it was right: what routing on
+    confidence (the unsure requests go to the cloud model) needs.
+
+    `probability` is the top-1 softmax probability (the output itself when it already is a
+    distribution), `margin` the gap between the top two. `correct` is against the labels
+    when the data has them, else agreement with the reference; `reference_correct` is the
+    reference's own correctness (all True without labels: the reference is the yardstick).
+    Token-level outputs count each labelled position as one example.
+    """
+
+    output: str
+    against: str  # "labels" or "reference"
+    probability: np.ndarray
+    margin: np.ndarray
+    correct: np.ndarray
+    reference_correct: np.ndarray
+
+    @property
+    def examples(self) -> int:
+        return int(self.probability.size)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What confidence.npz holds (one row per example)."""
+        return {"probability": self.probability.astype(np.float64), "margin": self.margin.astype(np.float64),
+                "correct": self.correct.astype(bool), "reference_correct": self.reference_correct.astype(bool)}
+
+    def curve(self, points: int = CURVE_POINTS) -> dict:
+        """The compact curve: `points` rows [threshold, kept, kept_correct, routed_reference_correct].
+
+        Examples sorted by confidence, most confident first; keeping the first `kept` on the
+        device means the threshold is the confidence of the last one kept (a request at or
+        above it stays on the device). Only cuts between distinct confidences are listed, since
+        a threshold cannot split a tie; the first row keeps nothing (threshold None)."""
+        order = np.argsort(-self.probability, kind="stable")
+        probability = self.probability[order]
+        correct = np.cumsum(self.correct[order])
+        reference = self.reference_correct[order]
+        reference_total = int(reference.sum())
+        reference_kept = np.cumsum(reference)
+        total = probability.size
+        cuts = np.nonzero(np.append(probability[1:] < probability[:-1], True))[0] + 1 if total else np.array([], int)
+        if len(cuts) > points - 1:
+            wanted = np.linspace(1, total, points - 1)
+            cuts = cuts[np.unique(np.searchsorted(cuts, wanted).clip(0, len(cuts) - 1))]
+        rows = [[None, 0, 0, reference_total]]
+        for kept in cuts:
+            rows.append([float(probability[kept - 1]), int(kept), int(correct[kept - 1]),
+                         reference_total - int(reference_kept[kept - 1])])
+        return {"output": self.output, "against": self.against, "examples": int(total),
+                "candidate_accuracy": float(np.mean(self.correct)) if total else None,
+                "reference_accuracy": float(np.mean(self.reference_correct)) if total else None,
+                "columns": ["threshold", "kept", "kept_correct", "routed_reference_correct"], "points": rows}
+
+
+def confidence_of(pairs, labels) -> Confidence | None:
+    """The Confidence of the first classification output (the labelled one when there are
+    labels); None when no output is a classification."""
+    for name, cand, _ref_name, ref in pairs:
+        cand, ref = np.asarray(cand), np.asarray(ref)
+        if not (cand.ndim >= 2 and cand.shape[-1] > 1 and cand.dtype.kind == "f"):
+            continue
+        if labels is not None and not _labels_fit(labels, cand):
+            continue
+        classes = cand.shape[-1]
+        cand_rows = cand.reshape(-1, classes).astype(np.float64)
+        ref_rows = ref.reshape(-1, classes).astype(np.float64)
+        if labels is not None:
+            flat = np.asarray(labels).reshape(-1)
+            keep = flat != IGNORE_LABEL
+            cand_rows, ref_rows, flat = cand_rows[keep], ref_rows[keep], flat[keep]
+            correct = cand_rows.argmax(-1) == flat
+            reference_correct = ref_rows.argmax(-1) == flat
+            against = "labels"
+        else:
+            correct = cand_rows.argmax(-1) == ref_rows.argmax(-1)
+            reference_correct = np.ones(len(correct), dtype=bool)
+            against = "reference"
+        probabilities = as_probabilities(cand_rows)
+        top_two = np.sort(probabilities, axis=-1)[:, -2:]
+        return Confidence(name, against, probability=top_two[:, 1], margin=top_two[:, 1] - top_two[:, 0],
+                          correct=correct, reference_correct=reference_correct)
+    return None
+
+
+def as_probabilities(rows: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, unless the rows already are distributions (a model with its
+    own softmax). Non-finite values give probability 0 (an example the device cannot be sure of)."""
+    finite = np.isfinite(rows).all(-1)
+    already = finite.all() and rows.min(initial=0.0) >= 0.0 and np.allclose(rows.sum(-1), 1.0, atol=1e-3)
+    if already:
+        return rows
+    safe = np.where(np.isfinite(rows), rows, -np.inf)
+    shifted = safe - safe.max(-1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        exp = np.exp(shifted)
+        probabilities = exp / exp.sum(-1, keepdims=True)
+    probabilities[~finite] = 0.0
+    return np.nan_to_num(probabilities, nan=0.0)
+
+
+def system_accuracy(point: list, examples: int, cloud_accuracy: float | None = None) -> float:
+    """Accuracy of device + cloud at one curve point: the device's right answers among the
+    kept examples plus the cloud's among the routed ones (the reference's own answers, or
+    `cloud_accuracy` of them when the cloud model's accuracy is stated)."""
+    _, kept, kept_correct, routed_reference_correct = point
+    routed = routed_reference_correct if cloud_accuracy is None else cloud_accuracy * (examples - kept)
+    return (kept_correct + routed) / examples

@@ -182,7 +182,7 @@ def sqnr_db(signal: float, noise: float) -> float:
 def _onnx_sqnr(candidate: Path, parent: Path, data, batch_size: int):
     import onnx
 
-    from toolkit.safety import check_onnx_file
+    from toolkit.safety.onnx import check_onnx_file
 
     for path in (candidate, parent):
         check_onnx_file(path)
@@ -210,8 +210,7 @@ def _onnx_sqnr(candidate: Path, parent: Path, data, batch_size: int):
     signal: dict[str, float] = dict.fromkeys(mapping, 0.0)
     noise: dict[str, float] = dict.fromkeys(mapping, 0.0)
     skipped: set[str] = set()
-    from toolkit.data import batch_axes, example_total, slice_examples
-    from toolkit.quantize.calibration import fixed_batch
+    from toolkit.common.batching import batch_axes, example_total, fixed_batch, pad_examples, slice_examples
 
     # Each input cut along its own example axis (silero-vad's state [2, batch, 128]: axis 1);
     # 0-d inputs (a sample rate) go whole with every batch.
@@ -221,14 +220,12 @@ def _onnx_sqnr(candidate: Path, parent: Path, data, batch_size: int):
     size = fixed or batch_size
     count = example_total(float_feeds, float_axes)
     if fixed and count % size:  # a fixed batch: whole batches only (one padded batch if that is all there is)
-        from toolkit.runtime import _pad
-
         if count > size:
             count -= count % size
         else:
             short = size - count
-            float_feeds = {k: _pad(v, float_axes[k], short) for k, v in float_feeds.items()}
-            cand_feeds = {k: _pad(v, cand_axes[k], short) for k, v in cand_feeds.items()}
+            float_feeds = {k: pad_examples(v, float_axes[k], short) for k, v in float_feeds.items()}
+            cand_feeds = {k: pad_examples(v, cand_axes[k], short) for k, v in cand_feeds.items()}
     for start in range(0, count, size):
         f_batch = slice_examples(float_feeds, float_axes, start, start + size)
         f_out = _run_exposed(float_session, f_batch)
@@ -298,9 +295,9 @@ def _as_dataset(data):
 
 
 def _specs(session) -> list:
-    from toolkit.runtime import _onnx_spec
+    from toolkit.common.tensors import onnx_spec
 
-    return [_onnx_spec(arg) for arg in session.get_inputs()]
+    return [onnx_spec(arg) for arg in session.get_inputs()]
 
 
 def _feeds_for(dataset, session) -> dict[str, np.ndarray]:
@@ -325,7 +322,7 @@ def _tflite_sqnr(candidate: Path, parent: Path, data):
         from toolkit.errors import missing_library
 
         raise missing_library("ai-edge-quantizer") from None
-    from toolkit.safety import check_tflite_file
+    from toolkit.safety.tflite import check_tflite_file
 
     for path in (candidate, parent):
         check_tflite_file(path)
@@ -344,9 +341,8 @@ def _tflite_sqnr(candidate: Path, parent: Path, data):
             raise BadInput(f"per-layer: data has inputs {sorted(by_name)}, the model needs {runner_inputs}")
         by_name = {name: array for name, (_, array) in zip(runner_inputs, values, strict=True)}
     details = dict(interpreter.get_signature_runner(key).get_input_details())  # signature name -> detail
-    from toolkit.data import batch_axes, example_total, slice_examples
-    from toolkit.quantize.calibration import fixed_batch
-    from toolkit.runtime import TensorSpec
+    from toolkit.common.batching import batch_axes, example_total, fixed_batch, slice_examples
+    from toolkit.common.tensors import TensorSpec
 
     specs = [TensorSpec(name, [int(d) if d >= 0 else None for d in detail.get("shape_signature", detail["shape"])], "")
              for name, detail in details.items()]

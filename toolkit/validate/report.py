@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 
 from toolkit.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+from toolkit.common.units import human_number, human_percent
+from toolkit.validate.metrics import system_accuracy
 
 
 def write_report(report, out_dir: Path) -> dict[str, str]:
@@ -31,6 +33,12 @@ def write_report(report, out_dir: Path) -> dict[str, str]:
     if report.per_layer is not None and report.per_layer.layers:
         atomic_write_bytes(out_dir / "per_layer_sqnr.png", per_layer_png(report.per_layer))
         files["per_layer_chart"] = "per_layer_sqnr.png"
+    confidence = getattr(report, "confidence", None)
+    if confidence is not None and confidence.examples:
+        atomic_write_bytes(out_dir / "confidence.npz", npz_bytes(confidence.arrays()))
+        atomic_write_bytes(out_dir / "confidence_curve.png", confidence_png(confidence.curve()))
+        files["confidence"] = "confidence.npz"
+        files["confidence_chart"] = "confidence_curve.png"
     files["json"] = "report.json"
     files["markdown"] = "report.md"
     report.files = files
@@ -41,22 +49,6 @@ def write_report(report, out_dir: Path) -> dict[str, str]:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "output"
-
-
-def _fmt(value, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def _pct(value) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2%}"
 
 
 def markdown(report) -> str:
@@ -77,23 +69,25 @@ def markdown(report) -> str:
     ]
     for m in report.outputs:
         lines.append(
-            f"| {m.name} | {_pct(m.candidate_accuracy)} | {_pct(m.reference_accuracy)} | {_fmt(m.drop, 3)} "
-            f"| {_fmt(m.agreement)} | {_fmt(m.max_abs_error)} | {_fmt(m.mean_abs_error)} | {_fmt(m.cosine, 6)} "
-            f"| {_fmt(m.sqnr_db)} | {m.nonfinite} |"
+            f"| {m.name} | {human_percent(m.candidate_accuracy, digits=2)} | {human_percent(m.reference_accuracy, digits=2)} | {human_number(m.drop, 3)} "
+            f"| {human_number(m.agreement)} | {human_number(m.max_abs_error)} | {human_number(m.mean_abs_error)} | {human_number(m.cosine, 6)} "
+            f"| {human_number(m.sqnr_db)} | {m.nonfinite} |"
         )
     lines += ["", "## Gates", "", "| figure | value | bar | passed |", "|---|---|---|---|"]
     for gate in report.gates:
-        lines.append(f"| {gate.figure} | {_fmt(gate.value)} | {gate.op} {_fmt(gate.bar)} | {'yes' if gate.passed else '**no**'} |")
+        lines.append(f"| {gate.figure} | {human_number(gate.value)} | {gate.op} {human_number(gate.bar)} | {'yes' if gate.passed else '**no**'} |")
     if report.shape_checks:
         lines += ["", "## Extra shapes (random data)", "", "| shapes | ran | agreement | SQNR (dB) | error |",
                   "|---|---|---|---|---|"]
         for check in report.shape_checks:
-            agreement = ", ".join(_fmt(m.agreement) for m in check.outputs if m.agreement is not None) or "–"
-            sqnr = ", ".join(_fmt(m.sqnr_db) for m in check.outputs) or "–"
+            agreement = ", ".join(human_number(m.agreement) for m in check.outputs if m.agreement is not None) or "–"
+            sqnr = ", ".join(human_number(m.sqnr_db) for m in check.outputs) or "–"
             lines.append(f"| {check.label} | {'yes' if check.ran else 'no'} | {agreement} | {sqnr} | {check.error or ''} |")
     for name, file_name in report.files.items():
         if name.startswith("histogram:"):
             lines += ["", f"![error histogram of {name[10:]}]({file_name})"]
+    if "confidence_chart" in report.files:
+        lines += ["", *confidence_markdown(report.confidence.curve(), report.files)]
     if report.per_layer is not None:
         lines += ["", *per_layer_markdown(report.per_layer)]
         if "per_layer_chart" in report.files:
@@ -114,8 +108,8 @@ def per_layer_markdown(result) -> list[str]:
     ]
     for rank, layer in enumerate(result.worst, 1):
         lines.append(
-            f"| {rank} | {layer.node} | {layer.op_type} | {_fmt(layer.local_sqnr_db)} | {_fmt(layer.sqnr_db)} "
-            f"| {_fmt(layer.input_sqnr_db)} | {', '.join(layer.nodes[:-1]) or '–'} | {layer.tensor} |"
+            f"| {rank} | {layer.node} | {layer.op_type} | {human_number(layer.local_sqnr_db)} | {human_number(layer.sqnr_db)} "
+            f"| {human_number(layer.input_sqnr_db)} | {', '.join(layer.nodes[:-1]) or '–'} | {layer.tensor} |"
         )
     return lines
 
@@ -125,8 +119,8 @@ def per_layer_text(result) -> str:
     rows = [f"worst nodes ({result.format}, {result.samples} examples; own SQNR = the noise the node adds):"]
     for rank, layer in enumerate(result.worst, 1):
         fused = f" with {', '.join(layer.nodes[:-1])}" if len(layer.nodes) > 1 else ""
-        rows.append(f"  {rank:>2}. {layer.node} ({layer.op_type}{fused}): own SQNR {_fmt(layer.local_sqnr_db)} dB, "
-                    f"output {_fmt(layer.sqnr_db)} dB")
+        rows.append(f"  {rank:>2}. {layer.node} ({layer.op_type}{fused}): own SQNR {human_number(layer.local_sqnr_db)} dB, "
+                    f"output {human_number(layer.sqnr_db)} dB")
     return "\n".join(rows)
 
 
@@ -182,5 +176,44 @@ def per_layer_png(result) -> bytes:
     ax.set_xticklabels([layer.node for layer in layers], rotation=90, fontsize=6 if len(layers) > 30 else 8)
     ax.set_ylabel(f"SQNR (dB, capped at {CAP_DB:g})")
     ax.set_title("SQNR by node, graph order (red: worst)")
+    fig.tight_layout()
+    return _png(plt, fig)
+
+
+def npz_bytes(arrays: dict) -> bytes:
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def confidence_markdown(curve: dict, files: dict) -> list[str]:
+    examples = curve["examples"]
+    against = "the labels" if curve["against"] == "labels" else "the reference's answers"
+    lines = ["## Confidence", "",
+             f"The candidate's top-1 probability on each of {examples} examples ({curve['output']}), and whether "
+             f"it was right against {against}: `{files['confidence']}`. Sending the least confident requests to "
+             "the cloud model (here the reference) trades the share served on the device for accuracy:", "",
+             "| share on device | confidence at least | system accuracy |", "|---|---|---|"]
+    rows = []
+    for target in (1.0, 0.99, 0.95, 0.9, 0.8, 0.5, 0.0):
+        point = min(curve["points"], key=lambda row: abs(row[1] / max(examples, 1) - target))
+        threshold = "–" if point[0] is None else f"{point[0]:.4g}"
+        rows.append(f"| {point[1] / max(examples, 1):.1%} | {threshold} | {system_accuracy(point, examples):.2%} |")
+    return [*lines, *dict.fromkeys(rows), "", f"![share on device against system accuracy]({files['confidence_chart']})"]
+
+
+def confidence_png(curve: dict) -> bytes:
+    plt = _figure()
+    examples = max(curve["examples"], 1)
+    shares = [row[1] / examples * 100 for row in curve["points"]]
+    accuracy = [system_accuracy(row, examples) * 100 for row in curve["points"]]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(shares, accuracy, color="#3b6ea8", drawstyle="steps-post")
+    ax.set_xlabel("share of requests served on the device (%)")
+    ax.set_ylabel("system accuracy (%)")
+    ax.set_title("route the least confident requests to the reference")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return _png(plt, fig)

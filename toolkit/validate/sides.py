@@ -35,7 +35,7 @@ def load_side(spec, role: str) -> Side:
         path = getattr(spec, "path", None)
         path = Path(path) if path is not None else None
         return Side(str(path or type(spec).__name__), spec, path, artifact_folder_of(path) if path else None)
-    from toolkit.runtime import open_any
+    from toolkit.sources import open_any
 
     text = str(spec)
     try:
@@ -106,7 +106,7 @@ def run_side(runner, feeds: dict[str, np.ndarray], whole: bool = False, batch_si
 
 def feed_count(feeds: dict[str, np.ndarray], specs) -> int:
     """Examples in the feeds, counted on each input's example axis (0-d inputs are shared)."""
-    from toolkit.data import batch_axes, example_total
+    from toolkit.common.batching import batch_axes, example_total
 
     return example_total(feeds, batch_axes(feeds, specs))
 
