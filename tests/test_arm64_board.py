@@ -144,8 +144,10 @@ def test_validate_on_board(run_cli, variants, examples, host_outputs, host_verdi
     code, report = _validate(run_cli, variants[variant], examples, "--device", device, "--profiles", PROFILES)
     assert report["device"] == device and report["samples"] == EXAMPLES
 
-    # the board really ran aarch64 code: the runner says so from inside the emulator
-    assert [r.get("machine") for r in board_spy["results"]] == ["aarch64"]
+    # the board really ran aarch64 code: the runner says so from inside the emulator (every run:
+    # the outputs, and the short run that reports where each op ran)
+    machines = [r.get("machine") for r in board_spy["results"]]
+    assert machines and set(machines) == {"aarch64"}
     [(ran_on, feeds, board)] = board_spy["runs"]
     assert ran_on == device
     board = np.asarray(board[0])

@@ -18,7 +18,7 @@ def test_help_imports_no_heavy_library():
         "import sys; from toolkit.cli import main; "
         "import contextlib, io\n"
         "with contextlib.redirect_stdout(io.StringIO()): main(['--help'])\n"
-        "print([m for m in ('torch','onnxruntime','onnx','numpy','ai_edge_litert') if m in sys.modules])"
+        "print([m for m in ('torch','onnxruntime','onnx','numpy','ai_edge_litert','ray') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

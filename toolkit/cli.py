@@ -26,9 +26,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("toolkit.commands.distill", "Distill a teacher model into a smaller student."),
     "validate": ("toolkit.commands.validate", "Compare a candidate model with its reference on data."),
     "bench": ("toolkit.commands.bench", "Measure or estimate latency and memory on a device."),
+    "drift": ("toolkit.commands.drift", "Compare a model's outputs on devices with this host's (drift)."),
     "devices": ("toolkit.commands.devices", "List, show and check device profiles."),
     "breakeven": ("toolkit.commands.breakeven", "Price on-device inference against the cloud."),
     "plan": ("toolkit.commands.plan", "Rank every model variant × device by cost at an accuracy floor."),
+    "generate": ("toolkit.commands.generate", "Generate text from an exported language model (streamed)."),
     "run": ("toolkit.commands.run", "Run a recipe: every stage it names, in order."),
     "demo": ("toolkit.commands.demo", "Run the builtin recipe on the digits model, end to end."),
 }
@@ -151,14 +153,18 @@ def run_entry() -> None:  # pragma: no cover - console script wrapper
     """The console script: model-touching commands run in a supervised child (isolation.py)."""
     from toolkit.safety.isolation import entry
 
-    sys.exit(entry(main, child_target=CHILD_TARGET))
+    sys.exit(entry(main, child_target=CHILD_TARGET, say=_say))
 
 
 def run_child() -> None:  # pragma: no cover - runs in the child process
     """Inside the supervised child: its limits, then `main` on the child's arguments."""
     from toolkit.safety.isolation import child_main
 
-    child_main(main)
+    child_main(main, say=_say)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,6 +55,12 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def stream(text: str) -> None:
+    """Part of a result as it is produced (generated tokens), on stdout without a newline."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def emit(data, human: str | None = None) -> None:
     """Print a command's result: JSON on stdout with --json (the human text then goes to stderr),
     else `human` on stdout."""

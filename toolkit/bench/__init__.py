@@ -8,12 +8,15 @@ device with its power figures (each with its source or marked estimate), and `la
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from pathlib import Path
 
 from toolkit.common.units import human_bytes, human_ms, human_number
 from toolkit.errors import DeviceError, GateFailed
+
+logger = logging.getLogger(__name__)
 
 SOURCE_SUFFIXES = (".pt2", ".pt", ".pth", ".safetensors")  # models `edgeward export` converts
 
@@ -26,19 +29,36 @@ def model_record(path: Path) -> dict:
 
 
 def device_record(profile) -> dict:
-    return {"name": profile.name, "kind": profile.kind, "description": profile.description,
-            "transport": profile.transport.get("type"), "power_w": profile.power_w(),
-            "unit_price_usd": profile.figure("unit_price_usd")}
+    record = {"name": profile.name, "kind": profile.kind, "description": profile.description,
+              "transport": profile.transport.get("type"), "power_w": profile.power_w(),
+              "unit_price_usd": profile.figure("unit_price_usd")}
+    if profile.emulated:
+        record.update(emulated=True, cpu_family=profile.cpu_family)
+    return record
+
+
+EMULATION_NOTE = ("timed under emulation (QEMU on this host): numerics and crashes are the device's, "
+                  "timings are not; never price or publish them")
+
+
+def is_emulated(record: dict) -> bool:
+    """A bench record whose timings come from an emulated board (never device timings)."""
+    device = record.get("device") if isinstance(record.get("device"), dict) else {}
+    return bool(record.get("emulated") or device.get("emulated") or record.get("timing") == "emulated")
 
 
 def bench(model, *, device: str = "localhost", runs: int = 50, warmup: int = 5, threads: int | None = None,
           estimate: bool = False, profiles_dir=None, benchmark_binary: str | None = None,
-          timeout: float = 600, data=None) -> dict:
+          timeout: float = 600, data=None, shapes=None, seq_len: int | None = None,
+          calibrate: bool = True) -> dict:
     """Measure (or with `estimate=True`, estimate) a model's latency on a device.
 
     `data` (an .npz or builtin:digits) gives the inputs: its first example (or the model's
     fixed batch) is timed; 0-d inputs (a sample rate) go whole. Without it, seeded random
-    inputs shaped like the model's.
+    inputs at the shapes `toolkit.bench.shapes.resolve_shapes` finds (`shapes`: NAME=AxB
+    items; `seq_len`: the sequence length of token inputs); `record["shapes"]` says which.
+    A measured run calibrates the device's estimates (`toolkit.bench.calibration`) unless
+    `calibrate` is False or the timings are emulated.
 
     A measurement cut short (the connection lost mid-run) raises DeviceError whose
     `.partial` holds the timings that arrived, marked `complete: False`.
@@ -57,15 +77,22 @@ def bench(model, *, device: str = "localhost", runs: int = 50, warmup: int = 5, 
     record = {"model": model_record(path), "device": device_record(profile),
               "host": {"platform": platform.platform(), "python": platform.python_version()},
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    resolved = None
+    if data is None:
+        from toolkit.bench.shapes import resolve_shapes
+
+        resolved = resolve_shapes(path, shapes=shapes, seq_len=seq_len)
+        record["shapes"] = resolved
     if estimate:
         from toolkit.bench.estimate import estimate as estimate_model
 
-        figures = estimate_model(path, profile)
+        figures = estimate_model(path, profile, input_shapes={k: v["shape"] for k, v in (resolved or {}).items()})
         latency = figures["latency"] or {}
         record.update({k: v for k, v in figures.items() if k not in ("model", "device")})
         record.update(mode="estimate", estimate=True, complete=True)
         record["model"].update(precision=figures["model"]["precision"])
         record["latency_ms"] = {"p50": latency.get("latency_ms"), "mean": latency.get("latency_ms")}
+        apply_calibration(record, profile.name)
         return record
     inputs = None
     if data is not None:
@@ -73,17 +100,64 @@ def bench(model, *, device: str = "localhost", runs: int = 50, warmup: int = 5, 
 
         inputs = load_data(data).inputs
         record["data"] = str(data)
+    elif profile.transport.get("type") != "adb":  # benchmark_model on a phone makes its own inputs
+        from toolkit.bench.shapes import sample_inputs
+
+        inputs = sample_inputs(resolved)
     measured = bench_on_device(path, device, runs=runs, warmup=warmup, threads=threads, profiles_dir=profiles_dir,
                                benchmark_binary=benchmark_binary, timeout=timeout, inputs=inputs)
     measured.pop("device", None)
     record.update(measured)
     record.update(mode="measured", estimate=False)
+    if profile.emulated:
+        record.update(emulated=True, timing="emulated", timing_note=EMULATION_NOTE)
     if not record.get("complete"):
         error = DeviceError(f"{record.get('error', 'the run did not finish')}; "
                             f"{record.get('runs', 0)} of {runs} runs arrived (result marked incomplete)")
         error.partial = record
         raise error
+    if calibrate and not profile.emulated:
+        calibrate_from(record, path, profile)
     return record
+
+
+def apply_calibration(record: dict, device: str) -> None:
+    """Replace the roofline p50 by the device's calibrated estimate where it has measured runs."""
+    from toolkit.bench.calibration import calibrated_latency
+
+    roofline_ms = (record.get("latency") or {}).get("latency_ms")
+    if roofline_ms is None:
+        record["calibration"] = {"calibrated": False, "why": "no roofline for this device"}
+        return
+    calibrated = calibrated_latency(device, model_format=record["model"]["format"],
+                                    precision=record["model"].get("precision"), roofline_ms=roofline_ms,
+                                    nodes=record.get("node_count", 0), model_sha256=record["model"]["sha256"])
+    if calibrated is None:
+        record["calibration"] = {"calibrated": False, "runs": 0,
+                                 "why": f"no measured bench on {device} yet (edgeward bench MODEL --device {device})"}
+        return
+    record["calibration"] = {"calibrated": True, "roofline_ms": roofline_ms, **calibrated}
+    record["latency_ms"] = {"p50": calibrated["latency_ms"], "mean": calibrated["latency_ms"]}
+
+
+def calibrate_from(record: dict, path: Path, profile) -> None:
+    """Store this measured run as a calibration point for the device's estimates."""
+    from toolkit.bench.calibration import record_run
+    from toolkit.bench.estimate import estimate as estimate_model
+
+    try:
+        figures = estimate_model(path, profile, input_shapes=record.get("input_shapes"))
+        roofline_ms = (figures.get("latency") or {}).get("latency_ms")
+        if not roofline_ms:
+            return
+        runs = record_run(profile.name, {
+            "model_sha256": record["model"]["sha256"], "model": record["model"]["path"],
+            "format": figures["model"]["format"], "precision": figures["model"]["precision"],
+            "shapes": record.get("input_shapes"), "roofline_ms": roofline_ms, "nodes": figures["node_count"],
+            "measured_ms": record["latency_ms"]["p50"], "measured_at": record["measured_at"]})
+        record["calibration"] = {"recorded": True, "device_runs": runs, "roofline_ms": roofline_ms}
+    except Exception as error:  # a calibration point is a bonus, never a reason to lose the measurement
+        logger.warning("could not record a calibration point for %s: %s", profile.name, error)
 
 
 def check_model_file(path: Path, spec) -> None:
@@ -131,19 +205,60 @@ def human_summary(record: dict) -> str:
         for row in record.get("latency_by_accelerator", []):
             lines.append(f"latency {human_ms(row['latency_ms'])} on {row['accelerator']} ({row['precision']} peak "
                          f"{row['peak_gops']:g} GOPS, {row['memory_bandwidth_gbps']:g} GB/s): {row['bound']}-bound")
+        lines += [line for line in (shapes_line(record), calibration_line(record)) if line]
         return "\n".join(lines)
     latency = record["latency_ms"]
     runtime = record.get("runtime") or {}
+    emulated = is_emulated(record)
+    if emulated:
+        lines.append(f"EMULATED {EMULATION_NOTE}")
     lines += [
         f"runtime {runtime.get('name')} {runtime.get('version')} via {record.get('delegate')}, threads "
         f"{record.get('threads')}",
-        f"latency p50 {human_ms(latency['p50'])}  p90 {human_ms(latency.get('p90'))}  p99 {human_ms(latency.get('p99'))}  "
+        f"{'emulated latency' if emulated else 'latency'} p50 {human_ms(latency['p50'])}  p90 {human_ms(latency.get('p90'))}  p99 {human_ms(latency.get('p99'))}  "
         f"mean {human_ms(latency['mean'])} ± {human_ms(latency.get('std'))} over {record.get('runs')} runs "
         f"(warm-up {record.get('warmup')})",
         f"load    {human_ms(record.get('load_ms'))}; first inference {human_ms(record.get('first_inference_ms'))}; "
         f"peak RSS {human_number(record.get('peak_rss_mb') or record.get('peak_memory_mb'))} MB",
     ]
+    if latency.get("p95") is not None:
+        lines.append(f"tail    p95 {human_ms(latency['p95'])}  p99 {human_ms(latency.get('p99'))}  "
+                     f"max {human_ms(latency.get('max'))}")
+    from toolkit.bench.conditions import conditions_line, run_warnings
+    from toolkit.bench.placement import placement_line
+
+    lines += [line for line in (shapes_line(record), conditions_line(record)) if line]
+    if "placement" in record:
+        lines.append(placement_line(record["placement"]))
     if record.get("drift"):
         lines.append(f"DRIFT   the last third of runs was {record['drift_ratio']:.2f}x the first third "
                      f"(throttling or contention): do not publish this number")
+    lines += [f"WARNING {warning}" for warning in run_warnings(record)]
+    comparison = record.get("comparison")
+    if comparison:
+        lines.append(f"compare p50 {comparison['p50_ratio']}x, p99 {comparison['p99_ratio']}x of {comparison['previous']}")
+        lines += [f"WARNING not comparable as is: {warning}" for warning in comparison["warnings"]]
     return "\n".join(lines)
+
+
+def shapes_line(record: dict) -> str | None:
+    """Which input shapes were timed or estimated, and where each came from."""
+    if record.get("shapes"):
+        from toolkit.bench.shapes import shapes_text
+
+        return f"shapes  {shapes_text(record['shapes'])}"
+    if record.get("input_shapes"):
+        return "shapes  " + "; ".join(f"{name} {'x'.join(str(d) for d in shape)}"
+                                      for name, shape in record["input_shapes"].items()) + \
+            (f" (from {record['data']})" if record.get("data") else "")
+    return None
+
+
+def calibration_line(record: dict) -> str | None:
+    calibration = record.get("calibration")
+    if not calibration:
+        return None
+    if not calibration.get("calibrated"):
+        return f"UNCALIBRATED roofline only: {calibration.get('why')}"
+    return (f"CALIBRATED {human_ms(calibration['latency_ms'])} from {calibration['runs']} measured runs of "
+            f"{calibration['models']} models ({calibration['scope']}; roofline {human_ms(calibration['roofline_ms'])})")

@@ -67,7 +67,7 @@ def _prod(shape) -> int:
 # ------------------------------------------------------------------ ONNX
 
 
-def count_onnx(path: Path) -> GraphCount:
+def count_onnx(path: Path, input_shapes: dict | None = None) -> GraphCount:
     import numpy as np
     import onnx
     from onnx import numpy_helper
@@ -77,9 +77,12 @@ def count_onnx(path: Path) -> GraphCount:
     model = check_onnx_file(path)  # parsed once, external data confined, weights not loaded
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    for graph_input in graph.input:  # symbolic dims (batch) -> 1, so shape inference yields numbers
-        for dim in graph_input.type.tensor_type.shape.dim:
-            if not dim.HasField("dim_value"):
+    for graph_input in graph.input:  # symbolic dims: the resolved shapes (toolkit.bench.shapes), else 1
+        given = (input_shapes or {}).get(graph_input.name)
+        for axis, dim in enumerate(graph_input.type.tensor_type.shape.dim):
+            if given and axis < len(given):
+                dim.dim_value = int(given[axis])
+            elif not dim.HasField("dim_value"):
                 dim.dim_value = 1
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
@@ -294,10 +297,10 @@ def _tflite_flops(op: str, ins: list, out) -> tuple[int, int]:
 # ------------------------------------------------------------------ against a profile
 
 
-def count_graph(path: Path) -> GraphCount:
+def count_graph(path: Path, input_shapes: dict | None = None) -> GraphCount:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return count_onnx(path)
+        return count_onnx(path, input_shapes)
     if suffix == ".tflite":
         return count_tflite(path)
     from toolkit.errors import Unsupported
@@ -331,12 +334,14 @@ def _peak_for(accelerator: dict, precision: str) -> tuple[float | None, str]:
     return None, ""
 
 
-def estimate(model_path, profile) -> dict:
-    """Fit and roofline latency of a model on a profile, marked `estimate` with its reasons."""
+def estimate(model_path, profile, input_shapes: dict | None = None) -> dict:
+    """Fit and roofline latency of a model on a profile, marked `estimate` with its reasons.
+
+    `input_shapes` ({name: [dims]}) fills the graph's symbolic dimensions (default 1)."""
     from toolkit.artifacts import resolve_model
 
     path = resolve_model(model_path)
-    count = count_graph(path)
+    count = count_graph(path, input_shapes)
     file_bytes = path.stat().st_size
     ram_mb = profile.value("ram_mb")
     storage_mb = profile.value("flash_mb") if profile.value("flash_mb") is not None else (
@@ -376,6 +381,7 @@ def estimate(model_path, profile) -> dict:
         "activation_peak_bytes": count.activation_peak_bytes,
         "activation_total_bytes": count.activation_total_bytes,
         "ops": count.by_op_type(),
+        "node_count": len(count.ops),
         "fit": fit,
         "latency": primary,
         "latency_by_accelerator": per_accelerator,

@@ -12,14 +12,21 @@ Examples:
   edgeward bench model.onnx --device raspberry-pi-5 --estimate
   edgeward bench silero_vad.onnx --device localhost --data vad.npz
   edgeward --json bench model.tflite --device localhost -o bench.json
+  edgeward bench exported/distilbert-onnx --seq-len 256 --max-fallback 5
+  edgeward bench exported/vit-onnx --shapes pixel_values=1x3x224x224 --compare before.json
 
 \b
 Measured runs copy the model and runner.py to the device, run it with the device's
 Python and runtime, and report p50/p90/p99/mean/std, load time, first inference, peak
-RSS, the delegate actually used, and a drift flag. --estimate needs no device: a roofline
-from the graph's FLOPs and bytes and the profile's peaks (says compute- or memory-bound)
-and a fit check (exit 1 if the model does not fit). Devices on adb run LiteRT's
-benchmark_model (tested here on recorded output only: no phone is attached).
+RSS, the delegate actually used, where each op ran (--max-fallback: exit 1 when more than
+PCT of the work ran outside the delegate / preferred provider), the CPU governor, clock and
+temperature, and a drift flag. Shapes come from --shapes, --data, the export's manifest or
+the Hugging Face config (--seq-len for token inputs); the report says which. --estimate
+needs no device: a roofline from the graph's FLOPs and bytes and the profile's peaks (says
+compute- or memory-bound), calibrated by the measured benches on that device (stored in
+the user's config folder), and a fit check (exit 1 if the model does not fit). Devices on adb run LiteRT's
+benchmark_model (tested on recorded output and against a test adb stand-in: no phone is
+attached). On an emulated board (emulated: true) timings are labelled EMULATED and never priced.
 Exit 4 on device faults; a run cut short writes -o marked "complete": false.""")
 @click.argument("model", type=click.Path())
 @click.option("--device", default="localhost", show_default=True, help="A device profile name (edgeward devices list).")
@@ -31,26 +38,83 @@ Exit 4 on device faults; a run cut short writes -o marked "complete": false.""")
 @click.option("--benchmark-binary", default=None, help="adb devices: benchmark_model on the device or a local file.")
 @click.option("--data", metavar="DATA", default=None,
               help="Inputs to time (.npz, one array per model input; its first example is run). Default: random.")
+@click.option("--shapes", multiple=True, metavar="NAME=AxB",
+              help="Input shapes to time (repeatable), e.g. input_ids=1x128.")
+@click.option("--seq-len", type=click.IntRange(min=1), default=None,
+              help="Sequence length of token inputs (default 128, capped by the config's positions).")
+@click.option("--max-fallback", type=click.FloatRange(0, 100), default=None, metavar="PCT",
+              help="Gate: at most PCT percent of the work outside the accelerator (exit 1).")
+@click.option("--compare", type=click.Path(exists=True, dir_okay=False), default=None, metavar="JSON",
+              help="An earlier bench -o result: ratios, and warnings if governor or throttling differ.")
+@click.option("--no-calibrate", is_flag=True, help="Do not store this run as a calibration point.")
+@click.option("--prompt-tokens", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Language models: prompt length for the time to first token.")
+@click.option("--new-tokens", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Language models: tokens decoded per run (decode tokens/s).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the result JSON here.")
-def command(model, device, runs, warmup, threads, estimate, profiles_dir, benchmark_binary, data, output) -> None:
+def command(model, device, runs, warmup, threads, estimate, profiles_dir, benchmark_binary, data, shapes, seq_len,
+            max_fallback, compare, no_calibrate, prompt_tokens, new_tokens, output) -> None:
     """Measure or estimate latency and memory of MODEL on a device."""
+    from toolkit.lm.folder import is_lm_artifact
+
+    if is_lm_artifact(model):
+        _bench_language_model(model, device, runs, warmup, threads, estimate, prompt_tokens, new_tokens, output)
+        return
     from toolkit.artifacts import atomic_write_json
     from toolkit.bench import bench, check_fit, human_summary
+    from toolkit.bench.placement import check_fallback
     from toolkit.console import emit, info
     from toolkit.errors import DeviceError
 
     try:
         record = bench(model, device=device, runs=runs, warmup=warmup, threads=threads, estimate=estimate,
-                       profiles_dir=profiles_dir, benchmark_binary=benchmark_binary, data=data)
+                       profiles_dir=profiles_dir, benchmark_binary=benchmark_binary, data=data, shapes=shapes,
+                       seq_len=seq_len, calibrate=not no_calibrate)
     except DeviceError as error:
         partial = getattr(error, "partial", None)
         if partial is not None and output:
             atomic_write_json(output, partial)
             info(f"partial result (complete: false) written to {output}")
         raise
+    if compare and not estimate:
+        record["comparison"] = compare_with(record, compare)
     if output:
         atomic_write_json(output, record)
         info(f"wrote {output}")
     emit(record, human_summary(record))
     if estimate:
         check_fit(record)
+    else:
+        check_fallback(record.get("placement"), max_fallback, device)
+
+
+def compare_with(record: dict, path: str) -> dict:
+    import json
+
+    from toolkit.bench.conditions import comparison
+    from toolkit.errors import BadInput
+
+    try:
+        previous = json.loads(open(path).read())
+    except (OSError, ValueError) as error:
+        raise BadInput(f"--compare {path}: not a bench result JSON ({error})") from None
+    if not isinstance(previous, dict) or "latency_ms" not in previous:
+        raise BadInput(f"--compare {path}: not a bench result JSON (no latency_ms)")
+    return comparison(record, previous)
+
+
+def _bench_language_model(model, device, runs, warmup, threads, estimate, prompt_tokens, new_tokens, output):
+    """Time to first token, decode tokens/s and peak memory of an exported language model (this host)."""
+    from toolkit.artifacts import atomic_write_json
+    from toolkit.console import emit, info
+    from toolkit.errors import Unsupported
+    from toolkit.lm.bench import bench_lm, human_summary
+
+    if estimate or device != "localhost":
+        raise Unsupported("language models are benched on this host only for now (--device localhost, no --estimate)")
+    record = bench_lm(model, prompt_tokens=prompt_tokens, new_tokens=new_tokens, runs=min(runs, 10),
+                      warmup=min(warmup, 1), threads=threads)
+    if output:
+        atomic_write_json(output, record)
+        info(f"wrote {output}")
+    emit(record, human_summary(record))

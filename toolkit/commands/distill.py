@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from toolkit.commands.data_options import apply as apply_data_options
+from toolkit.commands.data_options import data_options
+
 EPILOG = """\b
 Examples:
   edgeward distill --teacher builtin:digits-cnn --student shrink:0.5 -o exported/digits-student
@@ -17,8 +20,9 @@ Examples:
 SPEC: shrink:F (a builtin digits teacher's family, width times F), builtin:NAME
 (digits-cnn, digits-mlp), package.module:factory, or layers:N for a Hugging Face
 encoder teacher (N layers taken from every k-th teacher layer, DistilBERT-style).
-DATA: builtin:digits[:train|:test] or an .npz with arrays named after the inputs
-(input_ids, attention_mask for text) and optional labels; without labels the
+DATA: builtin:digits[:train|:test], an .npz with arrays named after the inputs
+(input_ids, attention_mask for text) and optional labels, or an image/WAV folder, a
+.jsonl/.csv/.parquet file or a save_to_disk folder (see the data flags); without labels the
 student learns from the teacher alone. With a digits teacher --data defaults to
 builtin:digits:train and --val to builtin:digits:test; otherwise 10% of DATA is
 held out for early stopping unless --val is given.
@@ -41,8 +45,9 @@ held out for early stopping unless --val is given.
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--baseline", is_flag=True, help="Also train the same student on labels alone, to compare.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@data_options
 def command(teacher, student, data, val, out_dir, epochs, lr, batch_size, temperature, alpha, patience, seed,
-            baseline, force):
+            baseline, force, data_options):
     """Distill a teacher into a smaller student (Hinton knowledge distillation)."""
     from toolkit.console import ProgressDisplay, emit
     from toolkit.distill import distill
@@ -52,6 +57,8 @@ def command(teacher, student, data, val, out_dir, epochs, lr, batch_size, temper
         if teacher.removeprefix("builtin:") not in ("digits-cnn", "digits-mlp"):
             raise BadInput("--data is required for this teacher (builtin:digits:train is the default only for digits)")
         data = "builtin:digits:train"
+    data = apply_data_options(data, data_options, teacher)
+    val = apply_data_options(val, data_options, teacher)
     with ProgressDisplay() as progress:
         result = distill(teacher, student, data, val=val, epochs=epochs, lr=lr, batch_size=batch_size,
                          temperature=temperature, alpha=alpha, seed=seed, patience=patience, baseline=baseline,

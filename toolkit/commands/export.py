@@ -43,7 +43,7 @@ def command(source, to, out_dir, opset, dynamic_batch, input_shapes, data, weigh
             trust_remote_code, trust_pickle, force):
     """Export a model to ONNX or TFLite, checked against its source."""
     from toolkit.console import emit
-    from toolkit.export import export
+    from toolkit.export import export, relative_text
     from toolkit.sources import parse_input_shapes
 
     result = export(
@@ -64,4 +64,4 @@ def command(source, to, out_dir, opset, dynamic_batch, input_shapes, data, weigh
     }
     checked = "random inputs" + (f" + {error['data_examples']} examples of {error['data_name']}" if "data" in error else "")
     emit(payload, f"{result.out_dir}: {result.model_path.name} {human_bytes(result.size_bytes)}, "
-                  f"max abs error {result.max_abs_error:.3g} vs the source ({checked})")
+                  f"max abs error {result.max_abs_error:.3g}{relative_text(error)} vs the source ({checked})")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from toolkit.commands.data_options import apply as apply_data_options
+from toolkit.commands.data_options import data_options
 from toolkit.common.units import human_bytes
 from toolkit.errors import BadInput
 
@@ -16,10 +18,13 @@ Examples:
   edgeward quantize exported/digits-tflite --mode weight-int4 --force
   edgeward quantize exported/digits-onnx --mode auto --data builtin:digits:test --max-drop 1
   edgeward quantize model.onnx --mode auto --data eval.npz --objective latency
+  edgeward quantize builtin:digits --mode auto --data builtin:digits:test --formats onnx,tflite
 
 \b
 MODEL is an .onnx/.tflite file or an artifact folder. An .npz for --calibration holds
-one array per model input, named after it, first axis = examples. The default output
+one array per model input, named after it, first axis = examples; DATA may also be an
+image or WAV folder, a .jsonl/.csv/.parquet file or a save_to_disk folder, with options
+as 'photos/?size=224' or as the data flags (--image-size, --text-field, --preprocessor ...). The default output
 folder is exported/<name>-<mode>. auto keeps the smallest model that passes
 (--objective size, the default: the file is what must fit the device); --objective
 latency times every passing try (1 thread, batch 1) and keeps the fastest, the
@@ -35,6 +40,8 @@ smaller one when two are within 3%.
               type=click.Choice(["minmax", "entropy", "percentile"]), help="Calibration method (static modes).")
 @click.option("--per-tensor", is_flag=True, help="One scale per tensor instead of per channel.")
 @click.option("--calibration-size", default=256, show_default=True, type=int, help="Calibration examples used.")
+@click.option("--block-size", type=click.Choice(["32", "64", "128"]), default=None,
+              help="int4-weight: quantization block (default 32).")
 @click.option("--exclude", "exclude_nodes", multiple=True, metavar="NODE", help="Keep this node in float (repeatable).")
 @click.option("-o", "--output", "out_dir", type=click.Path(), help="Output artifact folder.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
@@ -45,8 +52,13 @@ smaller one when two are within 3%.
 @click.option("--budget", "budget_s", type=float, default=300, show_default=True, help="auto: seconds to spend.")
 @click.option("--objective", type=click.Choice(["size", "latency"]), default="size", show_default=True,
               help="auto: keep the smallest passing model, or the fastest (p50, 1 thread, batch 1).")
-def command(model, mode, calibration, method, per_tensor, calibration_size, exclude_nodes, out_dir, force,
-            list_modes, data, max_drop, min_agreement, budget_s, objective):
+@click.option("--formats", metavar="onnx,tflite",
+              help="auto: formats to search (default: both for a source such as builtin:digits or a Hugging Face "
+                   "folder, the file's own for an .onnx/.tflite model).")
+@click.option("--device", metavar="NAME", help="auto: the device profile whose CPU the int8 check uses (default: this host).")
+@data_options
+def command(model, mode, calibration, method, per_tensor, calibration_size, block_size, exclude_nodes, out_dir, force,
+            list_modes, data, max_drop, min_agreement, budget_s, objective, formats, device, data_options):
     """Quantize an ONNX or TFLite model (int8, fp16, int4, auto) into an artifact folder."""
     from toolkit.console import emit, verbose
 
@@ -60,9 +72,13 @@ def command(model, mode, calibration, method, per_tensor, calibration_size, excl
         raise BadInput("give a MODEL (an .onnx/.tflite file or artifact folder), or --list-modes")
     if not mode:
         raise BadInput("give --mode (edgeward quantize --list-modes shows them)")
+    calibration = apply_data_options(calibration, data_options, model)
+    data = apply_data_options(data, data_options, model)
     if mode == "auto":
-        _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, force, objective)
+        _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, force, objective, formats, device)
         return
+    if formats or device:
+        raise BadInput("--formats and --device are for --mode auto")
     if objective != "size":
         raise BadInput("--objective is for --mode auto")
     if data:
@@ -75,6 +91,7 @@ def command(model, mode, calibration, method, per_tensor, calibration_size, excl
     result = quantize(
         model, mode, out_dir, calibration=calibration, method=method, per_channel=not per_tensor,
         calibration_size=calibration_size, exclude_nodes=list(exclude_nodes), force=force,
+        block_size=int(block_size) if block_size else None,
     )
     emit(
         result.as_dict(),
@@ -83,7 +100,8 @@ def command(model, mode, calibration, method, per_tensor, calibration_size, excl
     )
 
 
-def _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, force, objective="size") -> None:
+def _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, force, objective="size",
+          formats=None, device=None) -> None:
     """Hand over to the accuracy-gated search; nothing passing the gates is exit 1."""
     from toolkit.console import emit
     from toolkit.errors import GateFailed
@@ -94,8 +112,10 @@ def _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, 
     from toolkit.quantize.auto import auto_quantize
 
     result = auto_quantize(
-        model, out_dir or default_out_dir(model, "auto"), data=data, max_drop=max_drop,
+        model, out_dir or default_out_dir(str(model).replace(":", "-"), "auto"), data=data, max_drop=max_drop,
         min_agreement=min_agreement, budget_s=budget_s, calibration=calibration, force=force, objective=objective,
+        formats=[name.strip() for name in formats.split(",") if name.strip()] if formats is not None else None,
+        device=device,
     )
     emit(result.as_dict(), result.summary())
     if not result.passed:

@@ -52,10 +52,19 @@ def result_json(result) -> dict:
             "steps": result.steps, "summary": result.rows}
 
 
-def run_and_print(recipe, out_dir: Path, force: bool, dry_run: bool) -> None:
+def run_and_print(recipe, out_dir: Path, force: bool, dry_run: bool, executor: str = "serial",
+                  address: str | None = None) -> None:
+    import sys
+
+    from toolkit.console import ProgressDisplay
     from toolkit.pipeline import run
 
-    result = run(recipe, out_dir, force=force, dry_run=dry_run)
+    # the serial executor already logs a line per step; a bar on a terminal, and the Ray
+    # executor's steps done / running / failed in any case
+    show = executor != "serial" or sys.stderr.isatty()
+    with ProgressDisplay() as display:
+        result = run(recipe, out_dir, force=force, dry_run=dry_run, executor=executor, address=address,
+                     progress=display if show else None)
     if dry_run:
         emit({"plan": result.steps}, "\n".join(f"{s['status']:>5}  {s['step']}" for s in result.steps))
         return
@@ -69,6 +78,8 @@ Examples:
   edgeward run recipe.yaml
   edgeward run recipe.yaml --dry-run
   edgeward run recipe.yaml -o exported/my-run --force
+  edgeward run recipe.yaml --executor ray                  # a local Ray cluster (2 CPUs)
+  edgeward run recipe.yaml --executor ray --address HOST:6379
 
 \b
 A step is reused when its folder records the same inputs and options; editing only
@@ -80,9 +91,17 @@ the break-even scenario reruns only the report.
               help="Output folder (default: exported/<recipe name>).")
 @click.option("--force", is_flag=True, help="Redo every step, even unchanged ones.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (what would run, what would be reused).")
-def command(recipe_file: Path, out_dir: Path | None, force: bool, dry_run: bool) -> None:
+@click.option("--executor", type=click.Choice(["serial", "ray"]), default="serial", show_default=True,
+              help="serial: one step after another; ray: independent steps as Ray tasks (pip install 'edgeward[ray]').")
+@click.option("--address", default=None, metavar="ADDR",
+              help="With --executor ray: join the Ray cluster at ADDR (default: start a local one).")
+def command(recipe_file: Path, out_dir: Path | None, force: bool, dry_run: bool, executor: str,
+            address: str | None) -> None:
     """Run a recipe: source, distill, export, quantize, validate, bench, break-even."""
+    from toolkit.errors import BadInput
     from toolkit.pipeline.recipe import load_recipe
 
     recipe = load_recipe(recipe_file)
-    run_and_print(recipe, out_dir or Path("exported") / recipe.name, force, dry_run)
+    if address and executor != "ray":
+        raise BadInput("--address needs --executor ray")
+    run_and_print(recipe, out_dir or Path("exported") / recipe.name, force, dry_run, executor, address)

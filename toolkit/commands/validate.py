@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from toolkit.commands.data_options import apply as apply_data_options
+from toolkit.commands.data_options import data_options
+
 EPILOG = """\b
 Examples:
   edgeward validate exported/digits-int8 --reference builtin:digits-cnn --data builtin:digits:test
@@ -11,6 +14,7 @@ Examples:
   edgeward validate exported/bert-tflite --reference exported/bert --data eval.npz \\
       --shapes input_ids=1x64,1x32 --min-agreement 0.98
   edgeward validate exported/digits-int8 --reference builtin:digits-cnn --data builtin:digits:test --device pi5
+  edgeward validate model-int8.onnx --reference mypkg.nets:make_net --data eval.npz   # shapes from the data
 
 \b
 Gates (a gate that fails is exit 1, naming the figure and the bar):
@@ -21,8 +25,12 @@ Turn one off with --no-gate drop|agreement|sqnr.
 
 \b
 CANDIDATE and --reference take an .onnx/.tflite file, an artifact folder, or a PyTorch
-source (builtin:digits-cnn, a .pt2, a Hugging Face folder). DATA is builtin:digits[:test]
-or an .npz with one array per model input (named after it) and optional `labels`.
+source (builtin:digits-cnn, a .pt2, a Hugging Face folder, package.module:factory: its input
+shapes come from DATA, or --input-shape). DATA is builtin:digits[:test],
+an .npz with one array per model input (named after it) and optional `labels`, an image or
+WAV folder (class sub-folders = labels), a .jsonl/.csv/.parquet file or a save_to_disk
+folder, with options as 'photos/?size=224&layout=nhwc' or as the data flags
+(--image-size, --text-field, --preprocessor ...).
 """
 
 
@@ -31,7 +39,7 @@ or an .npz with one array per model input (named after it) and optional `labels`
     "Turn one off with --no-gate drop|agreement|sqnr."))
 @click.argument("candidate")
 @click.option("--reference", "-r", required=True, metavar="SOURCE", help="The original model to compare against.")
-@click.option("--data", "-d", required=True, metavar="DATA", help="builtin:digits[:test] or an .npz (labels optional).")
+@click.option("--data", "-d", required=True, metavar="DATA", help="builtin:digits[:test], an .npz, an image/WAV folder, .jsonl/.csv/.parquet, a saved dataset.")
 @click.option("-o", "--output", "out_dir", type=click.Path(), help="Write report.json, report.md and charts here.")
 @click.option("--max-drop", type=float, default=1.0, show_default=True, metavar="PTS",
               help="Largest accuracy drop allowed, in points.")
@@ -43,6 +51,8 @@ or an .npz with one array per model input (named after it) and optional `labels`
               help="Turn a gate off (repeatable).")
 @click.option("--shapes", multiple=True, metavar="NAME=AxB[,CxD]",
               help="Also run both models on random data at these shapes (repeatable).")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=AxB",
+              help="Pin a PyTorch side's input shape (repeatable); by default it comes from the data.")
 @click.option("--per-layer", is_flag=True, help="Per-node error against the float parent (ONNX or TFLite).")
 @click.option("--top", type=int, default=10, show_default=True, help="How many worst nodes to list.")
 @click.option("--device", metavar="NAME", help="Run the candidate on this device (see edgeward devices list).")
@@ -51,28 +61,53 @@ or an .npz with one array per model input (named after it) and optional `labels`
 @click.option("--batch-size", type=int, default=256, show_default=True,
               help="Examples per run (dynamic quantization's scales depend on it; 1 = one request at a time).")
 @click.option("--no-record", is_flag=True, help="Do not write the result into the candidate's manifest.")
-def command(candidate, reference, data, out_dir, max_drop, min_agreement, min_sqnr, no_gates, shapes, per_layer,
-            top, device, profiles, batch_size, no_record):
+@click.option("--max-fallback", type=click.FloatRange(0, 100), default=None, metavar="PCT",
+              help="With --device: at most PCT percent of the work outside the accelerator (exit 1).")
+@data_options
+def command(candidate, reference, data, out_dir, max_drop, min_agreement, min_sqnr, no_gates, shapes, input_shapes,
+            per_layer, top, device, profiles, batch_size, no_record, max_fallback, data_options):
     """Compare CANDIDATE with its reference on DATA: accuracy, agreement, error and gates."""
     import os
 
     from toolkit.console import emit
     from toolkit.errors import GateFailed
+    from toolkit.sources import parse_input_shapes
     from toolkit.validate import validate
 
     if profiles:  # the device lookup reads $EDGEWARD_PROFILES first (toolkit.devices.profiles)
         os.environ["EDGEWARD_PROFILES"] = os.pathsep.join(filter(None, [profiles, os.environ.get("EDGEWARD_PROFILES")]))
+    data = apply_data_options(data, data_options, reference, candidate)
     report = validate(
         candidate, reference, data,
         max_drop=None if "drop" in no_gates else max_drop,
         min_agreement=None if "agreement" in no_gates else min_agreement,
         min_sqnr=None if "sqnr" in no_gates else min_sqnr,
         shapes=list(shapes), device=device, per_layer=per_layer, top=top, out_dir=out_dir,
-        record=not no_record, batch_size=batch_size,
+        record=not no_record, batch_size=batch_size, input_shapes=parse_input_shapes(input_shapes),
     )
-    emit(report.to_dict(), summary_text(report, out_dir))
+    placement = device_placement(candidate, device, max_fallback)
+    emit({**report.to_dict(), **placement}, summary_text(report, out_dir)
+         + (f"\n{placement['placement_line']}" if placement else ""))
     if not report.passed:
         raise GateFailed(f"validation failed: {report.failure_line()}")
+    if placement:
+        from toolkit.bench.placement import check_fallback
+
+        check_fallback(placement["placement"], max_fallback, device)
+
+
+def device_placement(candidate, device, max_fallback) -> dict:
+    """Where each op ran on the device (one short runner pass); {} without --device."""
+    from toolkit.errors import BadInput
+
+    if not device:
+        if max_fallback is not None:
+            raise BadInput("--max-fallback needs --device: op placement is measured on a device")
+        return {}
+    from toolkit.bench.placement import placement_line, placement_on_device
+
+    placement = placement_on_device(candidate, device)
+    return {"placement": placement, "placement_line": placement_line(placement)}
 
 
 def summary_text(report, out_dir) -> str:

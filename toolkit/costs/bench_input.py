@@ -67,6 +67,13 @@ def read_bench(path: str | Path) -> BenchRecord:
 
 
 def parse_bench(data: dict, label: str) -> BenchRecord:
+    from toolkit.bench import is_emulated
+
+    if is_emulated(data):
+        device = data.get("device")
+        name = device.get("name") if isinstance(device, dict) else device
+        raise BadInput(f"--bench {label}: timed on the emulated board {name or '?'}; emulated timings are not "
+                       f"device timings and cannot be priced (bench a real device, or use --estimate)")
     model = data.get("model")
     model_name = model_sha = model_path = None
     model_bytes = None

@@ -172,21 +172,24 @@ def bench_on_device(model_path, device: str, *, runs: int = 50, warmup: int = 5,
 
 
 def run_on_device(model_path, inputs: dict, device: str, *, runs: int = 1, warmup: int = 0,
-                  threads: int | None = None, profiles_dir=None, timeout: float = DEFAULT_TIMEOUT_S) -> list:
+                  threads: int | None = None, profiles_dir=None, timeout: float = DEFAULT_TIMEOUT_S,
+                  facts: dict | None = None) -> list:
     """Run `inputs` (arrays named after the model's inputs, each with its examples on the axis
     the model's signature gives: axis 0, axis 1 for a state [2, batch, 128]; 0-d inputs are
     passed whole with every batch) through the model on the device and bring the outputs
     back, in order, joined along their example axis. `runs`/`warmup` are accepted for
-    symmetry with bench; predictions are computed once."""
+    symmetry with bench; predictions are computed once. `facts`, when given, receives the
+    runner's result line (runtime, delegate, `machine` as the device reports it)."""
     import numpy as np
 
     del runs, warmup
     if not inputs:
         raise BadInput("no inputs to run on the device")
     profile = get_profile(device, profiles_dir)
-    if profile.transport["type"] == "adb":
+    if profile.transport["type"] == "adb" and not profile.transport.get("python"):
         raise Unsupported(f"{device}: the adb transport runs LiteRT's benchmark_model, which times a model but "
-                          f"does not return its outputs; validate on an ssh or local device")
+                          f"does not return its outputs; set 'python:' in the profile's transport to a Python "
+                          f"on the phone (e.g. Termux's, with numpy and a runtime), or validate on an ssh device")
     model = _model_file(model_path)
     tail = ["predict"] + (["--threads", str(threads)] if threads else [])
     with tempfile.TemporaryDirectory(prefix="edgeward-run-") as scratch:
@@ -194,6 +197,8 @@ def run_on_device(model_path, inputs: dict, device: str, *, runs: int = 1, warmu
                                                timeout=timeout, scratch=Path(scratch))
         if failure is not None:
             raise failure
+        if facts is not None:
+            facts.update(session.result)
         with np.load(pulled, allow_pickle=False) as archive:
             count = int(session.result.get("outputs", len(archive.files)))
             return [archive[f"output_{i}"] for i in range(count)]

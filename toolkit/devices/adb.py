@@ -1,9 +1,14 @@
 """The `adb` transport: push a .tflite to /data/local/tmp and time it with LiteRT's
 `benchmark_model` binary on the phone, then parse what that binary prints.
 
+With `python:` in the profile's transport (a Python with numpy and a runtime on the
+phone, e.g. Termux's), the runner runs there too, so `validate --device` and `drift` get
+the phone's outputs back through `adb pull`.
+
 No phone is attached where Edgeward is developed: the parser is tested on recorded
-`benchmark_model` output (tests/data/benchmark_model*.txt), and the adb commands
-themselves are built here but have not run against a real device.
+`benchmark_model` output (tests/data/benchmark_model*.txt), and the whole flow (get-state,
+push, shell, pull, clean-up) runs in tests/test_adb_flow.py against tests/fake_adb/adb, a
+stand-in that serves the emulated ARM64 board; see the README for a real phone.
 
 `adb shell` joins its arguments and hands them to the device's shell, so the remote
 command is one string with every argument `shlex.quote`d.
@@ -36,6 +41,7 @@ class AdbTransport(Transport):
         self.binary = benchmark_binary or transport.get("benchmark_binary") or DEFAULT_BINARY
         self.device = device
         self.name = f"adb device {device}" + (f" ({serial})" if serial else "")
+        self.python = transport.get("python")
 
     def adb(self, *args: str) -> list[str]:
         return ["adb", *(["-s", self.serial] if self.serial else []), *args]
@@ -78,7 +84,22 @@ class AdbTransport(Transport):
         return local
 
     def command(self, argv: list[str]) -> list[str]:
-        return self.adb("shell", shlex.join(argv))
+        """The runner (or any argv) started inside the work folder, with the phone's Python
+        for a .py script; `adb shell` hands the one quoted string to the phone's shell."""
+        if argv and argv[0].endswith(".py"):
+            if not self.python:
+                raise DeviceError(f"{self.name}: no Python on the phone is configured; set 'python:' in the "
+                                  f"profile's transport (e.g. Termux's) to run the Edgeward runner there")
+            argv = [self.python, *argv]
+        return self.adb("shell", f"cd {shlex.quote(self.workdir)} && {shlex.join(argv)}")
+
+    def run(self, argv, *, timeout, on_line=None) -> Completed:
+        completed = stream(self.command(argv), timeout=timeout, on_line=on_line, what=self.name)
+        self.classify(completed)
+        return completed
+
+    def probe(self) -> dict:
+        return {"transport": "adb", "serial": self.serial, "python": self.python}
 
     def classify(self, completed: Completed) -> None:
         text = (completed.stderr + completed.stdout).lower()

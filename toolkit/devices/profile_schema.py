@@ -88,6 +88,19 @@ class TextFigure(Figure):
         return phrases
 
 
+class InstructionsFigure(Figure):
+    """CPU instruction-set extensions, named as Linux's /proc/cpuinfo names them (`asimddp`, `i8mm`,
+    `avx512_vnni`, ...); an empty list states that the CPU has none of those asked about."""
+
+    value: SkipValidation[list[str] | None] = None
+
+    def problems(self) -> list[str]:
+        phrases = super().problems()
+        if self.value is not None and not (isinstance(self.value, list) and all(isinstance(v, str) for v in self.value)):
+            phrases.append(f"must be a list of instruction names (found {self.value!r})")
+        return phrases
+
+
 def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -153,6 +166,7 @@ class AdbTransport(ProfileModel):
     type: Literal["adb"]
     serial: str | None = None
     benchmark_binary: str | None = None  # LiteRT's benchmark_model on the phone
+    python: str | None = None  # a Python with numpy and a runtime on the phone (Termux): lets validate run there
     note: str | None = None
 
 
@@ -172,6 +186,8 @@ class DeviceSpec(ProfileModel):
     soc: TextFigure
     cpu: TextFigure
     cpu_cores: NumberFigure | None = None
+    # int8 dot-product extensions (what makes int8 faster than float): asimddp, i8mm, avx512_vnni, avx_vnni, amx_int8
+    cpu_int8_instructions: InstructionsFigure | None = None
     ram_mb: NumberFigure
     storage_gb: NumberFigure | None = None  # decimal GB
     flash_mb: NumberFigure | None = None  # microcontrollers: flash instead of storage

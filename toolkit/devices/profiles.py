@@ -77,6 +77,11 @@ class Profile:
         """An emulator stands in for this device: its numerics count, its timings do not."""
         return self.spec.emulated
 
+    @property
+    def cpu_family(self) -> str | None:
+        """The CPU model an emulated board stands for (QEMU_CPU: cortex-a76 ...), else None."""
+        return self.spec.cpu_family
+
     def value(self, dotted: str, default=None):
         """The value of a figure (`power_w.typical`), or `default` when the profile omits it."""
         node = self.data

@@ -14,6 +14,10 @@ incomplete rather than report it as finished:
   {"event": "result", ...}            the summary: the last line of a complete run
   {"event": "error", "kind": ..., "message": ...}   a failure the host can explain
 
+A bench result also says where each op ran (`placement`: the nodes a LiteRT delegate took
+and those left on the builtin kernels; onnxruntime's provider and profiled time per node),
+the input shapes timed, and the CPU's governor, clock and temperature where /sys has them.
+
 Usage:
   python runner.py bench   --model M [--inputs in.npz] [--runs N] [--warmup N] [--threads N]
   python runner.py predict --model M --inputs in.npz --outputs out.npz [--threads N]
@@ -403,6 +407,130 @@ def _tflite_delegate(log_text: str, interpreter) -> str:
     return "CPU builtin kernels (no delegate)"
 
 
+# ------------------------------------------------------------------ where each op ran
+
+ORT_PLACEMENT_RUNS = 3  # profiled inferences (a separate session: the timed loop is never profiled)
+
+
+def tflite_placement(interpreter) -> dict | None:
+    """Which nodes a delegate took and which ran on the builtin kernels.
+
+    The interpreter's node list keeps every original node and appends one DELEGATE node per
+    delegated partition; a node belongs to a partition when its output is computed inside it
+    (reached backwards from the partition's outputs without crossing its inputs).
+    """
+    try:
+        ops = interpreter._get_ops_details()  # private but present in ai-edge-litert and tflite_runtime
+    except Exception:
+        return None
+    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
+    nodes = [op for op in ops if op["op_name"] != "DELEGATE"]
+    producer = {int(t): op["index"] for op in nodes for t in op["outputs"]}
+    by_index = {op["index"]: op for op in nodes}
+    delegated: set = set()
+    for partition in delegates:
+        boundary = {int(t) for t in partition["inputs"]}
+        pending = [int(t) for t in partition["outputs"]]
+        while pending:
+            tensor = pending.pop()
+            index = producer.get(tensor)
+            if tensor in boundary or index is None or index in delegated:
+                continue
+            delegated.add(index)
+            pending += [int(t) for t in by_index[index]["inputs"] if t >= 0]
+    fallback = [f"{op['op_name']}#{op['index']}" for op in nodes if op["index"] not in delegated]
+    share = 100.0 * len(fallback) / len(nodes) if nodes else 0.0
+    return {"runtime": "tflite", "accelerator": "XNNPACK delegate" if delegates else None,
+            "nodes": len(nodes), "delegated_nodes": len(delegated), "partitions": len(delegates),
+            "fallback_nodes": fallback, "fallback_ops": sorted({op["op_name"] for op in nodes
+                                                                if op["index"] not in delegated}),
+            "fallback_pct": round(share, 3), "basis": "nodes (this runtime's Python API gives no per-op time)"}
+
+
+def onnx_placement(path: str, threads: int | None, feeds: dict, providers: list) -> dict | None:
+    """The execution provider of every node and the time each took, from onnxruntime's profiler."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="edgeward-profile-"), "ort")
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(path, options, providers=providers)
+    for _ in range(ORT_PLACEMENT_RUNS):
+        session.run(None, feeds)
+    trace_path = session.end_profiling()
+    try:
+        with open(trace_path) as handle:
+            events = json.load(handle)
+    finally:
+        import shutil
+
+        shutil.rmtree(os.path.dirname(trace_path), ignore_errors=True)
+    accelerator = session.get_providers()[0]
+    per_node: dict = {}
+    for event in events:
+        args = event.get("args") or {}
+        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+            continue
+        name = event["name"][: -len("_kernel_time")]
+        node = per_node.setdefault(name, {"node": name, "op": args.get("op_name"),
+                                          "provider": args.get("provider"), "us": 0})
+        node["us"] += int(event.get("dur") or 0)
+    total = sum(node["us"] for node in per_node.values())
+    fallback = [node for node in per_node.values() if node["provider"] != accelerator]
+    outside = sum(node["us"] for node in fallback)
+    by_provider: dict = {}
+    for node in per_node.values():
+        by_provider[node["provider"]] = by_provider.get(node["provider"], 0) + node["us"]
+    return {"runtime": "onnxruntime", "accelerator": accelerator, "nodes": len(per_node),
+            "delegated_nodes": len(per_node) - len(fallback), "providers": sorted(by_provider),
+            "time_us_by_provider": {k: round(v / ORT_PLACEMENT_RUNS, 1) for k, v in by_provider.items()},
+            "fallback_nodes": [f"{node['op']}:{node['node']}" for node in fallback],
+            "fallback_ops": sorted({node["op"] for node in fallback}),
+            "fallback_pct": round(100.0 * outside / total, 3) if total else 0.0,
+            "basis": f"time (onnxruntime profiler, {ORT_PLACEMENT_RUNS} runs)"}
+
+
+def op_placement(model, feeds) -> dict | None:
+    """Where each op ran; None (never a guess) when the runtime does not say."""
+    try:
+        if model.format == "tflite":
+            return tflite_placement(model.interpreter)
+        return onnx_placement(model.path, model.requested_threads, feeds, model.session.get_providers())
+    except Exception as error:  # placement is a report, never a reason to lose the timings
+        return {"error": f"{type(error).__name__}: {first_line(error)}"}
+
+
+# ------------------------------------------------------------------ the machine's state while timing
+
+
+def cpu_state() -> dict:
+    """Governor, frequencies and temperature where the device exposes them (else None)."""
+    base = "/sys/devices/system/cpu/cpu0/cpufreq/"
+    cur, top = _read(base + "scaling_cur_freq"), _read(base + "cpuinfo_max_freq") or _read(base + "scaling_max_freq")
+    state = {"governor": _read(base + "scaling_governor"),
+             "freq_mhz": int(cur) // 1000 if cur and cur.isdigit() else None,
+             "max_freq_mhz": int(top) // 1000 if top and top.isdigit() else None,
+             "temperature_c": _temperature()}
+    throttle = _read("/sys/devices/system/cpu/cpu0/thermal_throttle/core_throttle_count")
+    state["throttle_count"] = int(throttle) if throttle and throttle.isdigit() else None
+    return state
+
+
+def throttling(before: dict, after: dict) -> bool | None:
+    """Whether the CPU was held below its top clock by heat during the runs (None: cannot tell)."""
+    counts = (before.get("throttle_count"), after.get("throttle_count"))
+    if None not in counts and counts[1] > counts[0]:
+        return True
+    if after.get("governor") == "performance" and after.get("freq_mhz") and after.get("max_freq_mhz"):
+        return after["freq_mhz"] < 0.85 * after["max_freq_mhz"]
+    if None not in counts:
+        return False
+    return None
+
+
 def open_model(path: str, threads: int | None):
     model_format = "tflite" if path.lower().endswith(".tflite") else "onnx"
     numpy = import_numpy(model_format)
@@ -415,6 +543,7 @@ def open_model(path: str, threads: int | None):
         raise RunnerError("load_failed", f"cannot load {os.path.basename(path)}: {first_line(error)}") from None
     model.load_ms = (time.perf_counter() - start) * 1000
     model.format = model_format
+    model.path, model.requested_threads = path, threads
     return model, numpy
 
 
@@ -505,11 +634,17 @@ def command_bench(args) -> None:
     first_ms = (time.perf_counter() - start) * 1000
     for _ in range(args.warmup):
         model.run_prepared(prepared)
+    state_before = cpu_state()
     times = time_runs(model, prepared, args.runs, lambda batch_ms: say("timings", ms=batch_ms))
+    state_after = cpu_state()
+    memory_mb = peak_rss_mb()  # before the placement pass, which opens a second session
     say("result", mode="bench", model_format=model.format, runtime=model.runtime, delegate=model.delegate,
         threads=model.threads, batch=batch, load_ms=round(model.load_ms, 3), first_inference_ms=round(first_ms, 4),
-        warmup=args.warmup, runs=len(times), peak_rss_mb=peak_rss_mb(), python=platform.python_version(),
-        machine=platform.machine(), **summarize(times))
+        warmup=args.warmup, runs=len(times), peak_rss_mb=memory_mb, python=platform.python_version(),
+        machine=platform.machine(), input_shapes={name: list(numpy.shape(array)) for name, array in feeds.items()},
+        cpu={**state_after, "temperature_c_before": state_before["temperature_c"],
+             "throttling": throttling(state_before, state_after)},
+        placement=op_placement(model, feeds), **summarize(times))
 
 
 def time_runs(model, prepared, runs: int, report=None) -> list:

@@ -2,8 +2,9 @@
 
 Right after conversion the new model and the source run on the same inputs (seeded
 random inputs at the pinned shapes, plus real data when given) and the largest absolute
-difference of their outputs is recorded in the manifest; above 1e-4 a float export
-warns (the model is kept, as optimum does with its atol check).
+difference of their outputs, and that difference relative to the outputs' scale, are
+recorded in the manifest; above 1e-4, or 1e-3 of the scale, a float export warns (the
+model is kept, as optimum does with its atol check).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import BadInput, EdgewardWarning
+from toolkit.errors import BadInput, EdgewardWarning, Unsupported
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "tflite")
 FLOAT_TOLERANCE = 1e-4
+RELATIVE_TOLERANCE = 1e-3  # of the largest |output| of the source
 MAX_CHECK_EXAMPLES = 1024
 LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxscript", "litert-torch", "ai-edge-litert", "optimum",
              "optimum-onnx", "transformers")
@@ -55,6 +57,10 @@ def export(spec_or_source, to: str, out_dir=None, *, opset: int = 18, dynamic_ba
     target = None if out_dir is None else Path(out_dir)
     if target is not None:
         check_writable(target, force)  # before any expensive work
+    if to == "onnx" and not isinstance(spec_or_source, Source) and not input_shapes and data is None:
+        lm = _export_causal_lm(spec_or_source, target, opset=opset, force=force, **source_options)
+        if lm is not None:
+            return lm
     if isinstance(spec_or_source, Source):
         source = spec_or_source
         if input_shapes:
@@ -97,13 +103,41 @@ def export(spec_or_source, to: str, out_dir=None, *, opset: int = 18, dynamic_ba
     return ExportResult(target, target / model_path.name, error["max_abs_error"], manifest)
 
 
+def _export_causal_lm(spec, target, *, opset: int, force: bool, trust_remote_code: bool = False,
+                      **_) -> ExportResult | None:
+    """A decoder-only HF folder goes to toolkit.lm (with a KV cache); None for anything else."""
+    from toolkit.lm.folder import is_causal_lm
+
+    folder = Path(str(spec))
+    if not is_causal_lm(folder):
+        return None
+    from toolkit.lm.export import export_lm_onnx
+
+    target = target if target is not None else Path("exported") / f"{folder.name}-onnx"
+    done = export_lm_onnx(folder, target, opset=opset, force=force, trust_remote_code=trust_remote_code)
+    warn_if_far(done.manifest["export_error"], "onnx")
+    return ExportResult(done.out_dir, done.model_path, done.max_abs_error, done.manifest)
+
+
 def warn_if_far(error: dict, to: str) -> bool:
-    """A float export further than 1e-4 from its source is kept, with a warning (EdgewardWarning)."""
-    far = bool(error["float"] and error["max_abs_error"] > FLOAT_TOLERANCE)
+    """A float export further than 1e-4 from its source, or than 1e-3 of its outputs' scale,
+    is kept, with a warning (EdgewardWarning)."""
+    relative = error.get("relative_error")
+    far_absolute = error["max_abs_error"] > FLOAT_TOLERANCE
+    far_relative = relative is not None and relative > RELATIVE_TOLERANCE
+    far = bool(error["float"] and (far_absolute or far_relative))
     if far:
-        warnings.warn(f"the {to} model differs from its source by up to {error['max_abs_error']:.3g} "
-                      f"(> {FLOAT_TOLERANCE:g})", EdgewardWarning, stacklevel=3)
+        bar = f"> {FLOAT_TOLERANCE:g}" if far_absolute else f"> {RELATIVE_TOLERANCE:g} of the outputs' scale"
+        warnings.warn(f"the {to} model differs from its source by up to {error['max_abs_error']:.3g}"
+                      f"{relative_text(error)} ({bar})", EdgewardWarning, stacklevel=3)
     return far
+
+
+def relative_text(error: dict) -> str:
+    """`, 2.1e-07 relative to outputs of up to 3.4` (empty when the record has no scale)."""
+    if error.get("relative_error") is None or not error.get("output_scale"):
+        return ""
+    return f", {error['relative_error']:.3g} relative to outputs of up to {error['output_scale']:.3g}"
 
 
 def _dataset(data, source):
@@ -126,16 +160,22 @@ def measure_error(source, candidate, dataset=None) -> dict:
 
     reference = source.runner()
     random_feeds = source.example_inputs(seed=0)
-    random_error = _max_difference(reference.run(random_feeds), candidate.run(_for(candidate, random_feeds)))
+    random_error, scale, relative = _differences(reference.run(random_feeds),
+                                                 candidate.run(_for(candidate, random_feeds)))
     record = {"random": random_error, "random_shapes": {k: list(v.shape) for k, v in random_feeds.items()}}
     if dataset is not None:
         sample = dataset.take(MAX_CHECK_EXAMPLES)
         expected = run_batched(reference, sample.inputs)
         got = run_batched(candidate, _for(candidate, sample.inputs))
-        record["data"] = _max_difference(expected, got)
+        record["data"], data_scale, data_relative = _differences(expected, got)
+        scale, relative = max(scale, data_scale), max(relative, data_relative)
         record["data_name"] = dataset.name
         record["data_examples"] = len(sample)
     record["max_abs_error"] = max(record["random"], record.get("data", 0.0))
+    # An absolute figure alone says nothing about outputs of ~1e-27 (or ~1e6): say it relative too.
+    record["output_scale"] = scale
+    record["relative_error"] = relative
+    record["relative_tolerance"] = RELATIVE_TOLERANCE
     record["float"] = all(np.dtype(spec.dtype).kind == "f" for spec in candidate.outputs if spec.dtype)
     record["tolerance"] = FLOAT_TOLERANCE
     return record
@@ -148,16 +188,24 @@ def _for(runner, feeds: dict) -> dict:
     return kept if len(kept) == len(names) else feeds
 
 
-def _max_difference(expected: list, got: list) -> float:
+def _differences(expected: list, got: list) -> tuple[float, float, float]:
+    """(largest |source - export|, the outputs' scale, the largest error relative to its output's scale).
+
+    An output's scale is its largest |value| in the source; an output that is all zeros has
+    no scale and counts in the absolute figure only.
+    """
     if len(expected) != len(got):
-        raise BadInput(f"the export gives {len(got)} outputs, its source {len(expected)}")
-    worst = 0.0
+        raise Unsupported(f"the export gives {len(got)} outputs, its source {len(expected)}")
+    worst, scale, relative = 0.0, 0.0, 0.0
     for a, b in zip(expected, got, strict=True):
         a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
         if a.shape != b.shape:
             if a.size != b.size:
-                raise BadInput(f"the export gives an output of shape {list(b.shape)}, its source {list(a.shape)}")
+                raise Unsupported(f"the export gives an output of shape {list(b.shape)}, its source {list(a.shape)}")
             b = b.reshape(a.shape)
         if a.size:
-            worst = max(worst, float(np.max(np.abs(a - b))))
-    return worst
+            error, output_scale = float(np.max(np.abs(a - b))), float(np.max(np.abs(a)))
+            worst, scale = max(worst, error), max(scale, output_scale)
+            if output_scale > 0:
+                relative = max(relative, error / output_scale)
+    return worst, scale, relative

@@ -27,16 +27,20 @@ def export_onnx(source, stage: Path, *, opset: int = 18, dynamic_batch: bool = F
         notes = export_hf(source, stage, opset=opset)
     else:
         notes = export_torch(source, target, opset=opset, dynamic_batch=dynamic_batch)
-    check(target)
+    check(target, copied=source.kind == "onnx")
     return target, notes
 
 
-def check(path: Path) -> None:
+def check(path: Path, *, copied: bool = False) -> None:
+    """onnx.checker on the result: a copied ONNX source that fails is a broken input (BadInput);
+    a model the exporter wrote that fails is the exporter's limit (Unsupported)."""
     import onnx
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as error:
+        if copied:
+            raise BadInput(f"the ONNX file fails onnx.checker: {first_line(error)}") from None
         raise Unsupported(f"the exported ONNX model fails onnx.checker: {first_line(error)}") from None
 
 

@@ -64,7 +64,7 @@ def convert(module, source, target: Path) -> None:
     names = [spec.name for spec in source.inputs]
     safe = {name: _identifier(name) for name in names}
     if len(set(safe.values())) != len(names):
-        raise BadInput(f"input names {names} collide once made identifiers for TFLite")
+        raise Unsupported(f"input names {names} collide once made identifiers for TFLite")
     kwargs = {safe[name]: torch.from_numpy(example[name]) for name in names}
     outputs = [spec.name for spec in source.outputs] if source.outputs else source.meta.get("output_names")
     wrapper = _Named(module, [safe[name] for name in names], [_identifier(n) for n in outputs or []])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from toolkit import __version__
 from toolkit.artifacts import atomic_write_json
+from toolkit.common.progress import ProgressCallback
 from toolkit.errors import BadInput
 from toolkit.pipeline.keys import step_key, step_reads
 from toolkit.pipeline.recipe import Recipe
@@ -150,47 +151,82 @@ def _auto_data(recipe: Recipe) -> str | None:
 # ---------------------------------------------------------------- running
 
 
-def run(recipe: Recipe, out_dir: str | Path, *, force: bool = False, dry_run: bool = False) -> PipelineResult:
-    """Run (or, with dry_run, only describe) every step of a recipe, reusing unchanged ones."""
+def run(recipe: Recipe, out_dir: str | Path, *, force: bool = False, dry_run: bool = False,
+        executor: str = "serial", address: str | None = None, progress: ProgressCallback | None = None
+        ) -> PipelineResult:
+    """Run (or, with dry_run, only describe) every step of a recipe, reusing unchanged ones.
+
+    executor "serial" runs the steps one after another here; "ray" runs independent steps as
+    Ray tasks (joining the cluster at `address`, else starting a local one); see executors.py.
+    """
+    from toolkit.pipeline.executors import StepRunner, run_steps
+
     started = time.perf_counter()
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, force)
+    _refuse_emulated_pricing(recipe)
     steps = plan(recipe, out_dir)
-    done: dict[str, dict] = {}
-    records = []
-    for index, step in enumerate(steps, 1):
-        cached = None if force else step.cached_summary()
-        label = f"[{index}/{len(steps)}] {step.name}"
-        if dry_run:
+    if dry_run:
+        done: dict[str, dict] = {}
+        records = []
+        for index, step in enumerate(steps, 1):
+            cached = None if force else step.cached_summary()
             records.append({"step": step.name, "stage": step.stage, "folder": str(step.folder),
                             "status": "reuse" if cached is not None else "run", "options": step.options})
-            logger.info("%s: %s → %s", label, "reuse" if cached is not None else "run", step.folder)
+            logger.info("[%d/%d] %s: %s → %s", index, len(steps), step.name,
+                        "reuse" if cached is not None else "run", step.folder)
             done[step.name] = cached or {}
-            continue
-        if cached is not None:
-            done[step.name] = cached
-            records.append({"step": step.name, "status": "reused", "seconds": 0.0, "folder": str(step.folder)})
-            logger.info("%s: reused", label)
-            continue
-        logger.info("%s ...", label)
-        t0 = time.perf_counter()
+        return PipelineResult(out_dir, records, summary_rows(steps, done), out_dir / "index.html",
+                              time.perf_counter() - started)
+
+    def in_process(step: Step, done: dict, force: bool) -> dict:
         upstream = {name: done[name] for name in step.inputs if name in done}
-        summary = step.action(step, {"upstream": upstream, "all": done, "recipe": recipe, "force": force})
-        seconds = time.perf_counter() - t0
-        step.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(step.folder / STEP_RECORD, {"key": step.key, "step": step.name, "summary": summary})
-        done[step.name] = summary
-        records.append({"step": step.name, "status": "ran", "seconds": round(seconds, 2), "folder": str(step.folder)})
-        logger.info("%s: done in %.1fs", label, seconds)
+        return execute_step(step, {"upstream": upstream, "all": done, "recipe": recipe, "force": force})
+
+    runner = StepRunner(in_process, child_target="toolkit.pipeline:execute_step_payload", payload=step_payload)
+    done, records = run_steps(steps, runner, executor=executor, force=force, address=address, progress=progress)
     rows = summary_rows(steps, done)
     report = out_dir / "index.html"
-    if not dry_run:
-        atomic_write_json(out_dir / RUN_MARKER, {"recipe": recipe.name, "edgeward": __version__})
-    if not dry_run:
-        from toolkit.pipeline.report import write_index
+    atomic_write_json(out_dir / RUN_MARKER, {"recipe": recipe.name, "edgeward": __version__})
+    from toolkit.pipeline.report import write_index
 
-        write_index(report, recipe, rows, steps, done, records)
+    write_index(report, recipe, rows, steps, done, records)
     return PipelineResult(out_dir, records, rows, report, time.perf_counter() - started)
+
+
+def execute_step(step: Step, context: dict) -> dict:
+    """Run one step and record its key and summary in its folder (what a later run reuses)."""
+    summary = step.action(step, context)
+    step.folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(step.folder / STEP_RECORD, {"key": step.key, "step": step.name, "summary": summary})
+    return summary
+
+
+def step_payload(step: Step) -> dict:
+    """A step as JSON, for a step run in another process (execute_step_payload rebuilds it)."""
+    return {"name": step.name, "stage": step.stage, "folder": str(step.folder), "options": step.options,
+            "inputs": step.inputs, "key": step.key}
+
+
+def execute_step_payload(payload: dict, done: dict, force: bool) -> dict:
+    """execute_step for a step described by step_payload (the Ray executor's child calls this).
+    The recipe itself is not sent: no stage action reads it, each reads its step's options."""
+    step = Step(payload["name"], payload["stage"], Path(payload["folder"]), payload["options"],
+                list(payload["inputs"]), payload["key"], action=STAGE_ACTIONS[payload["stage"]])
+    upstream = {name: done[name] for name in step.inputs if name in done}
+    return execute_step(step, {"upstream": upstream, "all": done, "recipe": None, "force": force})
+
+
+def _refuse_emulated_pricing(recipe: Recipe) -> None:
+    """A break-even priced on an emulated board's timings would price QEMU, not the device."""
+    if recipe.breakeven is None or not recipe.bench_devices:
+        return
+    from toolkit.devices import get_profile
+
+    emulated = [device for device in recipe.bench_devices if get_profile(device).emulated]
+    if emulated:
+        raise BadInput(f"bench: {', '.join(emulated)} is an emulated board; its timings are not device timings "
+                       f"and the break-even cannot price them (move it to validate/drift, or estimate: instead)")
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:
@@ -426,3 +462,10 @@ def _is_plain(value) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+# which action runs a step of each stage (a step run in a child is rebuilt from its stage)
+STAGE_ACTIONS: dict[str, Callable[[Step, dict], dict]] = {
+    "distill": _distill, "export": _export, "quantize": _quantize, "validate": _validate,
+    "bench": _bench, "estimate": _bench, "breakeven": _breakeven,
+}

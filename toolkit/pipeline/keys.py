@@ -59,7 +59,9 @@ def spec_hash(spec: str) -> dict:
     """What a model or data spec stands for: builtin text + version, a file's or a folder's content."""
     if spec.startswith("builtin:"):
         return {"spec": spec, "edgeward": __version__}
-    path = Path(spec)
+    from toolkit.data import spec_path  # a data spec's file or folder, without `images:` or `?options`
+
+    path = Path(spec_path(spec))
     if path.is_file():
         return {"spec": spec, "sha256": cached_sha256(path)}
     if path.is_dir():

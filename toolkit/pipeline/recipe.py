@@ -166,14 +166,32 @@ def _resolve(spec: str | None, info: ValidationInfo) -> str:
 
 
 def _data_spec(spec: str | None, info: ValidationInfo) -> str | None:
+    """A data spec (see `toolkit.data`): its file or folder, and a `preprocessor=` folder, read from
+    the recipe's folder when relative; its kind and options checked."""
     if spec is None:
         return None
-    spec = _resolve(spec, info)
     if spec.startswith("builtin:"):
         if spec not in BUILTIN_DATA:
             raise _problems_error([f"unknown builtin data {spec!r} (builtin:digits[:train|:test])"])
-    elif not Path(spec).is_file():
-        raise _problems_error([f"data file {spec!r} not found"])
+        return spec
+    from urllib.parse import parse_qsl, urlencode
+
+    from toolkit.data import parse_spec, spec_path
+    from toolkit.errors import BadInput
+
+    path = spec_path(spec)
+    prefix = spec.partition("?")[0][: -len(path)] if path else ""
+    query = dict(parse_qsl(spec.partition("?")[2], keep_blank_values=True))
+    resolved = _resolve(path, info)
+    if not Path(resolved).exists():
+        raise _problems_error([f"data file or folder {path!r} not found"])
+    if query.get("preprocessor"):
+        query["preprocessor"] = _resolve(query["preprocessor"], info)
+    spec = prefix + resolved + (f"?{urlencode(query, safe=',/:')}" if query else "")
+    try:
+        parse_spec(spec)
+    except BadInput as error:
+        raise _problems_error([str(error)]) from None
     return spec
 
 

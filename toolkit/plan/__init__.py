@@ -129,6 +129,7 @@ def build_plan(variants: list[Variant], devices, scenario: dict | str | os.PathL
         for warning in getattr(option.result, "warnings", None) or ():
             if warning not in notes:
                 notes.append(warning)
+    notes += [note for variant in variants for note in variant.skipped]
     if fixed is not None:
         notes.append(f"the on-device share is fixed by the scenario at {fixed:.1%}, not set from each model's "
                      "confidence: remove router.on_device_share to let the measurements decide")

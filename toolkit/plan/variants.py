@@ -48,6 +48,7 @@ class Variant:
     size_bytes: int
     validation: dict  # accuracy, reference_accuracy, passed, confidence (the compact curve), source
     benches: dict[str, Measurement] = field(default_factory=dict)  # device -> measurement (measured wins)
+    skipped: list[str] = field(default_factory=list)  # benches left out of the plan, each with why
 
     @property
     def accuracy(self) -> float | None:
@@ -112,6 +113,12 @@ def _positive(value) -> float | None:
 
 def add_bench(variant: Variant, bench: Measurement) -> None:
     """Keep one measurement per device: a measurement beats an estimate; else the first seen."""
+    from toolkit.bench import is_emulated
+
+    if is_emulated(bench.record):
+        variant.skipped.append(f"{variant.name}: bench {bench.source} on {bench.device} was timed under emulation; "
+                               f"left out (emulated timings are not device timings)")
+        return
     held = variant.benches.get(bench.device)
     if held is None or (held.estimate and not bench.estimate):
         variant.benches[bench.device] = bench

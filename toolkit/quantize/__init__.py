@@ -24,6 +24,7 @@ from toolkit.common.text import first_line
 from toolkit.errors import BadInput, EdgewardError, EdgewardWarning, Unsupported, missing_library
 
 MODEL_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
+INT4_BLOCK_SIZES = (32, 64, 128)
 
 
 @dataclass
@@ -77,6 +78,7 @@ def quantize(
     calibration_size: int = 256,
     exclude_nodes: list[str] | None = None,
     force: bool = False,
+    block_size: int | None = None,
 ) -> QuantizeResult:
     """Quantize MODEL (a file or an artifact folder) with MODE into OUT_DIR.
 
@@ -96,6 +98,10 @@ def quantize(
     spec = get_mode(mode, fmt)
     if spec.needs_calibration:
         check_method(method, fmt)
+    if block_size is not None and (mode != "int4-weight" or block_size not in INT4_BLOCK_SIZES):
+        raise BadInput(f"--block-size {block_size}: int4-weight takes a block of "
+                       f"{', '.join(map(str, INT4_BLOCK_SIZES))}" if mode == "int4-weight" else
+                       f"--block-size applies to --mode int4-weight, not {mode}")
     if calibration_size < 1:
         raise BadInput(f"calibration size must be at least 1, not {calibration_size}")
     if spec.needs_calibration and calibration is None:
@@ -122,6 +128,7 @@ def quantize(
                     source_path, target_path, workdir=Path(work), calibration=dataset,
                     input_specs=runner.inputs, method=method, per_channel=per_channel,
                     exclude_nodes=list(exclude_nodes or []),
+                    **({"block_size": block_size} if block_size is not None else {}),
                 )
         except (EdgewardError, KeyboardInterrupt):
             raise
@@ -132,6 +139,7 @@ def quantize(
                 open_model(out_path)
         except EdgewardError as error:
             raise Unsupported(f"{mode} produced a model its runtime cannot load: {error}") from None
+        _copy_language_model_files(model_path, stage)
         size = model_bytes(out_path)
         options = {"mode": mode, "method": method if spec.needs_calibration else None, "per_channel": per_channel,
                    "calibration_size": calibration_size, "exclude_nodes": list(exclude_nodes or [])}
@@ -140,6 +148,14 @@ def quantize(
     final = out_dir.absolute()
     return QuantizeResult(final, final / out_path.name, mode, fmt, size, float_size,
                           manifest["size"]["ratio"], manifest)
+
+
+def _copy_language_model_files(model_path: Path, stage: Path) -> None:
+    """A language model's config and tokenizer travel with it, so `edgeward generate` can run the result."""
+    from toolkit.lm.folder import copy_side_files, has_tokenizer
+
+    if model_path.suffix.lower() == ".onnx" and has_tokenizer(model_path.parent):
+        copy_side_files(model_path.parent, stage)
 
 
 QUANTIZED_ONNX_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",

@@ -85,7 +85,8 @@ MODES: list[QuantMode] = [
 
 AUTO_DESCRIPTION = (
     "tries the modes in order of size and keeps the smallest within --max-drop of the original on --data "
-    "(--objective latency: the fastest)"
+    "(--objective latency: the fastest); a source (builtin, PyTorch, Hugging Face) is tried in both formats "
+    "(--formats to limit)"
 )
 
 

@@ -30,6 +30,7 @@ from toolkit.quantize.onnx_graph import LARGE_MODEL_BYTES, all_nodes, is_large
 
 DEBUG_METADATA_PREFIXES = ("pkg.torch.onnx.", "namespace")
 INT4_BLOCK_SIZE = 32
+INT4_GATHER_OPSET = 21  # int4 tensors (GatherBlockQuantized tables) need opset 21
 
 
 def pre_process(model_path: Path, workdir: Path) -> Path:
@@ -420,22 +421,31 @@ def fp16(model_path: Path, out_path: Path, *, workdir: Path, exclude_nodes=None,
     return {"weights": "float16", "io_types": "float32 kept"}
 
 
-def int4_weight(model_path: Path, out_path: Path, *, workdir: Path, exclude_nodes=None, **_) -> dict:
+def int4_weight(model_path: Path, out_path: Path, *, workdir: Path, exclude_nodes=None,
+                block_size: int = INT4_BLOCK_SIZE, **_) -> dict:
     """int4 block-wise weights: MatMul -> MatMulNBits, embedding Gather -> GatherBlockQuantized.
 
     Gemm (how torch exports nn.Linear) is rewritten as MatMul first so that it applies.
+    Quantizing Gather makes onnxruntime's quantizer stamp opset 21 on the model (int4
+    tensors) without converting its nodes, so an older model goes through onnx's version
+    converter first; where that fails, only MatMul is quantized (MatMulNBits lives in the
+    com.microsoft domain and leaves the standard opset alone).
     """
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     pre = pre_process(model_path, workdir)
+    original_opset = opset_version(onnx.load(str(pre), load_external_data=False))
+    pre = _at_least_opset(pre, INT4_GATHER_OPSET, workdir)
     model = onnx.load(str(pre))
+    opset = opset_version(model)
+    op_types = ("MatMul", "Gather") if opset >= INT4_GATHER_OPSET else ("MatMul",)
     excluded = set(exclude_nodes or [])
     rewritten = gemm_to_matmul(model, excluded)
     with quiet():
         quantizer = MatMulNBitsQuantizer(
-            model, bits=4, block_size=INT4_BLOCK_SIZE, is_symmetric=True, nodes_to_exclude=list(excluded),
-            op_types_to_quantize=("MatMul", "Gather"),  # Gather: embedding tables -> GatherBlockQuantized
+            model, bits=4, block_size=block_size, is_symmetric=True, nodes_to_exclude=list(excluded),
+            op_types_to_quantize=op_types,  # Gather: embedding tables -> GatherBlockQuantized
         )
         quantizer.process()
     quantized = quantizer.model.model
@@ -447,8 +457,13 @@ def int4_weight(model_path: Path, out_path: Path, *, workdir: Path, exclude_node
             "(e.g. a convolution-only network); use dynamic-int8 or static-int8"
         )
     save(quantized, out_path)
-    return {"bits": 4, "block_size": INT4_BLOCK_SIZE, "matmulnbits_nodes": count,
-            "gather_block_quantized_nodes": gathers, "gemm_rewritten": rewritten}
+    notes = {"bits": 4, "block_size": block_size, "matmulnbits_nodes": count,
+             "gather_block_quantized_nodes": gathers, "gemm_rewritten": rewritten}
+    if opset != original_opset:
+        notes["opset_converted"] = [original_opset, opset]
+    if "Gather" not in op_types:
+        notes["gather_skipped"] = f"opset {opset} could not be converted to {INT4_GATHER_OPSET} (int4 tables need it)"
+    return notes
 
 
 def gemm_to_matmul(model, excluded: set[str]) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.common.quiet import quiet
-from toolkit.errors import BadInput
+from toolkit.errors import BadInput, Unsupported
 from toolkit.quantize.calibration import calibration_batches
 
 
@@ -51,47 +51,75 @@ def _recipe(kind: str, *, per_channel: bool = True, exclude_nodes=None, bits: in
     return manager.get_quantization_recipe()
 
 
-def _run(model_path: Path, out_path: Path, recipe, calibration_data=None) -> None:
+def _run(model_path: Path, out_path: Path, recipe, mode: str, calibration=None) -> dict:
+    """Quantize MODEL_PATH into OUT_PATH; notes on what was rewritten first.
+
+    fp16 constants behind DEQUANTIZE ops are folded to float32 first (else the quantizer
+    sees no weight); a model without a signature gets a default one where calibration
+    needs it. A result whose constants are those of the input changed no weight: that is
+    `Unsupported`, never a silent success.
+    """
     from ai_edge_quantizer import quantizer
 
+    from toolkit.quantize.tflite_rewrite import constant_types, fold_fp16_constants, with_default_signature
+
+    original = model_path.read_bytes()
+    prepared, folds = fold_fp16_constants(original)
+    notes: dict = {"fp16_constants_folded": folds} if folds else {}
+    calibration_data = None
+    if calibration is not None:
+        prepared, added = with_default_signature(prepared)
+        if added:
+            notes["signature_added"] = "serving_default"
+        signature, samples = signature_samples(prepared, calibration, model_path.name)
+        calibration_data = {signature: samples}
+        notes.update(calibration_samples=len(samples), signature=signature)
     with quiet():
-        engine = quantizer.Quantizer(str(model_path), recipe)
+        engine = quantizer.Quantizer(bytearray(prepared), recipe)
         calibration_result = engine.calibrate(calibration_data) if engine.need_calibration else None
         result = engine.quantize(calibration_result, enable_progress_report=False)
-    out_path.write_bytes(bytes(result.quantized_model))
+    quantized = bytes(result.quantized_model)
+    if constant_types(quantized) == constant_types(original):
+        before = ", ".join(f"{count} {kind}" for kind, count in sorted(constant_types(original).items()))
+        raise Unsupported(
+            f"{mode} changed no weight of {model_path.name} (its constants stay {before or 'none'}): "
+            "no op it holds is one this mode quantizes, or its weights are already in that type"
+        )
+    out_path.write_bytes(quantized)
+    return notes
 
 
 def dynamic_int8(model_path: Path, out_path: Path, *, per_channel: bool = True, exclude_nodes=None, **_) -> dict:
-    _run(model_path, out_path, _recipe("dynamic", per_channel=per_channel, exclude_nodes=exclude_nodes))
-    return {"recipe": "dynamic_wi8_afp32", "per_channel": per_channel}
+    notes = _run(model_path, out_path, _recipe("dynamic", per_channel=per_channel, exclude_nodes=exclude_nodes),
+                 "dynamic-int8")
+    return {"recipe": "dynamic_wi8_afp32", "per_channel": per_channel, **notes}
 
 
 def weight_int8(model_path: Path, out_path: Path, *, per_channel: bool = True, exclude_nodes=None, **_) -> dict:
-    _run(model_path, out_path, _recipe("weight", per_channel=per_channel, exclude_nodes=exclude_nodes))
-    return {"recipe": "weight_only_wi8_afp32", "per_channel": per_channel}
+    notes = _run(model_path, out_path, _recipe("weight", per_channel=per_channel, exclude_nodes=exclude_nodes),
+                 "weight-int8")
+    return {"recipe": "weight_only_wi8_afp32", "per_channel": per_channel, **notes}
 
 
 def weight_int4(model_path: Path, out_path: Path, *, per_channel: bool = True, exclude_nodes=None, **_) -> dict:
     recipe = _recipe("weight", per_channel=per_channel, exclude_nodes=exclude_nodes, bits=4)
-    _run(model_path, out_path, recipe)
-    return {"recipe": "weight_only_wi4_afp32", "per_channel": per_channel}
+    notes = _run(model_path, out_path, recipe, "weight-int4")
+    return {"recipe": "weight_only_wi4_afp32", "per_channel": per_channel, **notes}
 
 
 def fp16(model_path: Path, out_path: Path, *, exclude_nodes=None, **_) -> dict:
-    _run(model_path, out_path, _recipe("fp16", exclude_nodes=exclude_nodes))
-    return {"recipe": "float_casting fp16 weights"}
+    notes = _run(model_path, out_path, _recipe("fp16", exclude_nodes=exclude_nodes), "fp16")
+    return {"recipe": "float_casting fp16 weights", **notes}
 
 
 def static_int8(model_path: Path, out_path: Path, *, calibration, per_channel: bool = True,
                 exclude_nodes=None, **_) -> dict:
     recipe = _recipe("static", per_channel=per_channel, exclude_nodes=exclude_nodes)
-    signature, samples = signature_samples(model_path, calibration)
-    _run(model_path, out_path, recipe, {signature: samples})
-    return {"recipe": "static_wi8_ai8", "per_channel": per_channel, "calibration_method": "minmax",
-            "calibration_samples": len(samples), "signature": signature}
+    notes = _run(model_path, out_path, recipe, "static-int8", calibration)
+    return {"recipe": "static_wi8_ai8", "per_channel": per_channel, "calibration_method": "minmax", **notes}
 
 
-def signature_samples(model_path: Path, dataset) -> tuple[str, list[dict]]:
+def signature_samples(model_bytes: bytes, dataset, model_name: str = "model") -> tuple[str, list[dict]]:
     """Calibration feeds keyed by the model's first signature and its argument names.
 
     The runtime names a litert-torch input `args_0` (from `serving_default_args_0:0`), the
@@ -99,10 +127,10 @@ def signature_samples(model_path: Path, dataset) -> tuple[str, list[dict]]:
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(model_path))
+    interpreter = Interpreter(model_content=model_bytes)
     signatures = interpreter.get_signature_list()
-    if not signatures:
-        raise BadInput(f"{model_path.name} has no signature: ai-edge-quantizer cannot calibrate it")
+    if not signatures:  # with_default_signature gives every model one; this is a subgraph-less file
+        raise Unsupported(f"{model_name} has no signature and none could be made: ai-edge-quantizer cannot calibrate it")
     key = next(iter(signatures))
     arguments = list(signatures[key]["inputs"])
     runner = interpreter.get_signature_runner(key)

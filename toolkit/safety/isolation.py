@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -52,6 +53,8 @@ POLL_S = 0.25
 _NO_HELP_FLAGS = {"-h", "--help", "--version"}
 _GLOBAL_FLAGS = {"--json", "--debug", "-v", "--verbose", "-vv"}
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class Limits:
@@ -74,7 +77,7 @@ def _env_number(name: str, default: float) -> float:
     try:
         value = float(text)
     except ValueError:
-        print(f"warning: {name}={text!r} is not a number; using {default:g}", file=sys.stderr)
+        logger.warning("%s=%r is not a number; using %g", name, text, default)
         return default
     return max(value, 0.0)
 
@@ -281,9 +284,11 @@ def call_code(target: str) -> str:
     return f"from {module_name} import {function_name}; {function_name}()"
 
 
-def run_isolated(argv: list[str], limits: Limits | None = None, *, child_target: str) -> int:
+def run_isolated(argv: list[str], limits: Limits | None = None, *, child_target: str,
+                 say: Callable[[str], None] | None = None) -> int:
     """Run `edgeward ARGV` in a supervised child that calls `child_target` ("module:function",
-    the CLI's child entry); returns the exit code to use."""
+    the CLI's child entry); returns the exit code to use. `say` shows the one line that tells
+    why the child was stopped (the CLI's; else it is logged)."""
     limits = limits or Limits.from_env()
     command = command_of(argv) or "edgeward"
     device = command in DEVICE_COMMANDS and ("--device" in argv or any(a.startswith("--device=") for a in argv))
@@ -291,16 +296,17 @@ def run_isolated(argv: list[str], limits: Limits | None = None, *, child_target:
     outcome = supervise(proc, limits, label=f"edgeward {command}", timeout_exit=4 if device else 2)
     if outcome.message:
         sys.stdout.flush()
-        print(f"error: {outcome.message}", file=sys.stderr, flush=True)
+        (say or logger.error)(f"error: {outcome.message}")
     return outcome.exit_code
 
 
-def entry(main: Callable[[list[str]], int], argv: list[str] | None = None, *, child_target: str) -> int:
+def entry(main: Callable[[list[str]], int], argv: list[str] | None = None, *, child_target: str,
+          say: Callable[[str], None] | None = None) -> int:
     """The console script: isolate model-touching commands in a child that runs `child_target`,
     run the rest in-process with `main` (the CLI's; this module does not import the CLI)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if should_isolate(argv):
-        return run_isolated(argv, child_target=child_target)
+        return run_isolated(argv, child_target=child_target, say=say)
     return main(argv)
 
 
@@ -338,7 +344,7 @@ def _terminate_as_interrupt(_signum, _frame):
     raise KeyboardInterrupt  # so staged folders and temp files are cleaned up on the way out
 
 
-def child_main(main: Callable[[list[str]], int]) -> None:
+def child_main(main: Callable[[list[str]], int], say: Callable[[str], None] | None = None) -> None:
     """Entry of the child: limits, then the ordinary in-process CLI (`main`, passed by the CLI)."""
     limits = Limits.from_env()
     apply_child_limits(limits.memory_mb)
@@ -349,8 +355,8 @@ def child_main(main: Callable[[list[str]], int]) -> None:
     except KeyboardInterrupt:
         code = 130
     except MemoryError:
-        print(f"error: out of memory: the model needs more than the {limits.memory_mb} MB limit "
-              f"(raise EDGEWARD_MEMORY_LIMIT_MB to allow more)", file=sys.stderr, flush=True)
+        (say or logger.error)(f"error: out of memory: the model needs more than the {limits.memory_mb} MB limit "
+                              f"(raise EDGEWARD_MEMORY_LIMIT_MB to allow more)")
         code = 2
     sys.stdout.flush()
     sys.exit(code)

@@ -37,10 +37,13 @@ _FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 def load_source(spec, *, input_shapes: dict[str, list[int]] | None = None, weights: str | None = None,
                 trust_torchscript: bool = False, trust_remote_code: bool = False,
-                trust_pickle: bool = False) -> Source:
+                trust_pickle: bool = False, data_shapes: dict[str, list[int]] | None = None) -> Source:
     """The model `spec` names, with its input signature; nothing untrusted is executed unasked.
 
     A pickled checkpoint is refused unless `trust_pickle` (unpickling runs code).
+    `data_shapes` (input name -> one example's shape, as the data holds it) give a torch
+    module whose inputs torch cannot tell (a factory, TorchScript) its input shapes, with a
+    free batch axis; `input_shapes` pins win over them.
     """
     from toolkit.sources import loaders
 
@@ -51,6 +54,7 @@ def load_source(spec, *, input_shapes: dict[str, list[int]] | None = None, weigh
     if text.startswith("builtin:"):
         source = loaders.load_builtin_source(text)
     elif _FACTORY.fullmatch(text) and not Path(text).exists():
+        pins = _with_data_shapes(pins, data_shapes)
         source = loaders.load_factory(text, weights, pins)
     else:
         path = Path(text)
@@ -59,12 +63,25 @@ def load_source(spec, *, input_shapes: dict[str, list[int]] | None = None, weigh
         if path.is_dir():
             source = loaders.load_folder(path, pins, trust_remote_code=trust_remote_code)
         else:
+            if path.suffix.lower() == ".pt":  # TorchScript or a pickle: no recorded input shapes
+                pins = _with_data_shapes(pins, data_shapes)
             source = loaders.load_file(path, pins, trust_torchscript=trust_torchscript, trust_pickle=trust_pickle)
     source.spec = text
+    pins = {name: shape for name, shape in pins.items() if all(isinstance(dim, int) for dim in shape)}
     source.input_shapes = pins
     if pins:
         source.shapes()  # refuse pins that do not fit, before any work
     return source
+
+
+def _with_data_shapes(pins: dict, data_shapes: dict | None) -> dict:
+    """Pins plus the data's shapes with a symbolic batch axis; a lone data input names the lone argument."""
+    if not data_shapes or any(name == "" for name in pins):
+        return pins
+    from_data = {name: ["batch", *shape] for name, shape in data_shapes.items()}
+    if len(from_data) == 1 and not pins:
+        from_data = {"": next(iter(from_data.values())), **from_data}
+    return {**from_data, **pins}
 
 
 def open_any(spec: str | Path, threads: int | None = None, **source_options):

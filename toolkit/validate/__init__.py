@@ -184,6 +184,7 @@ def validate(
     out_dir=None,
     record: bool = True,
     batch_size: int = 256,
+    input_shapes: dict[str, list[int]] | None = None,
 ) -> ValidationReport:
     """Run CANDIDATE and REFERENCE on DATA and compare them; never raises for a failed gate.
 
@@ -194,6 +195,8 @@ def validate(
     the result goes into the candidate's manifest when the candidate is an artifact.
     `batch_size` matters for dynamic quantization, whose activation scales depend on the
     batch (use 1 to see what a one-request-at-a-time device sees).
+    A PyTorch side whose input shapes torch cannot tell (a factory) takes them from the
+    data, or from `input_shapes` pins (`--input-shape`).
     """
     from toolkit.validate.sides import feed_count, load_side, prepare_feeds, run_candidate, run_side
 
@@ -207,8 +210,10 @@ def validate(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     dataset = _load_dataset(data)  # renamed to each model's inputs by prepare_feeds
-    cand = load_side(candidate, "candidate")
-    ref = load_side(reference, "reference")
+    source_options = {"input_shapes": input_shapes,
+                      "data_shapes": {name: list(np.shape(array))[1:] for name, array in dataset.inputs.items()}}
+    cand = load_side(candidate, "candidate", **source_options)
+    ref = load_side(reference, "reference", **source_options)
     timings["load"] = time.perf_counter() - started
 
     cand_feeds = prepare_feeds(dataset, cand.runner, "candidate")

@@ -326,7 +326,12 @@ def _tflite_sqnr(candidate: Path, parent: Path, data):
 
     for path in (candidate, parent):
         check_tflite_file(path)
-    interpreter = Interpreter(model_path=str(parent))
+    from toolkit.quantize.tflite_rewrite import with_default_signature
+
+    # A model without a SignatureDef (older TensorFlow, MediaPipe) gets a default one.
+    parent_bytes, _ = with_default_signature(parent.read_bytes())
+    candidate_bytes, _ = with_default_signature(candidate.read_bytes())
+    interpreter = Interpreter(model_content=parent_bytes)
     graph = _tflite_graph(interpreter)
     signatures = interpreter.get_signature_list()
     if not signatures:
@@ -361,7 +366,7 @@ def _tflite_sqnr(candidate: Path, parent: Path, data):
     try:
         with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": that is what this is
             warnings.simplefilter("ignore")
-            result = model_validator.compare_model(parent.read_bytes(), candidate.read_bytes(), {key: samples}, [metric])
+            result = model_validator.compare_model(parent_bytes, candidate_bytes, {key: samples}, [metric])
     except Exception as error:  # the validator raises ValueError/RuntimeError from the interpreter
         raise BadInput(f"per-layer: ai-edge-quantizer could not compare the models: {str(error).splitlines()[0][:200]}") from None
     sqnr = {}

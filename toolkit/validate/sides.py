@@ -27,8 +27,12 @@ class Side:
     artifact: Path | None  # the artifact folder (with a manifest) holding it
 
 
-def load_side(spec, role: str) -> Side:
-    """A runner for a model spec (or an already open runner), with where it lives."""
+def load_side(spec, role: str, **source_options) -> Side:
+    """A runner for a model spec (or an already open runner), with where it lives.
+
+    `source_options` go to `toolkit.sources.load_source` for PyTorch sources (`input_shapes`,
+    `data_shapes`); ONNX and TFLite files ignore them.
+    """
     from toolkit.artifacts import MANIFEST, artifact_folder_of
 
     if hasattr(spec, "run") and hasattr(spec, "inputs"):
@@ -39,7 +43,7 @@ def load_side(spec, role: str) -> Side:
 
     text = str(spec)
     try:
-        runner = open_any(text)
+        runner = open_any(text, **source_options)
     except ModuleNotFoundError as error:
         raise BadInput(f"{role} {text!r}: cannot open it here ({error})") from None
     except EdgewardError as error:

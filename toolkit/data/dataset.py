@@ -1,21 +1,13 @@
-"""Datasets for calibration and evaluation: `builtin:digits[:train|:test]` and `.npz` files.
-
-A `Dataset` is a dict of input arrays named after the model's inputs, plus optional
-labels. In an `.npz`, every array but `labels` is an input.
-"""
+"""The `Dataset` every adapter returns, and the checks that it fits a model."""
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from toolkit.common.batching import batch_axis, example_total, slice_examples
 from toolkit.errors import BadInput
-
-DIGITS_SPLITS = ("all", "train", "test")
 
 
 @dataclass
@@ -23,6 +15,7 @@ class Dataset:
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
     name: str = ""
+    # What the adapter recorded: class names (`classes`), layout, skipped files, cache key.
     meta: dict = field(default_factory=dict)
     # The axis that counts examples, per input (see `batch_axis`); axis 0 where not named.
     axes: dict[str, int | None] = field(default_factory=dict)
@@ -52,60 +45,19 @@ class Dataset:
         return Dataset(self.inputs, self.labels, self.name, self.meta, axes)
 
     def renamed(self, names: list[str]) -> Dataset:
-        """Give a single-input dataset the model's input name."""
+        """Give a single-input dataset the model's input name; keep only the model's inputs."""
         if list(self.inputs) == list(names):
             return self
         if len(self.inputs) == 1 and len(names) == 1:
             axis = self.axes.get(next(iter(self.inputs)), 0)
             return Dataset({names[0]: next(iter(self.inputs.values()))}, self.labels, self.name, self.meta,
                            {names[0]: axis})
+        if names and all(name in self.inputs for name in names):
+            # A tokenizer gives token_type_ids that some models do not take.
+            kept = {name: self.inputs[name] for name in names}
+            axes = {name: axis for name, axis in self.axes.items() if name in kept}
+            return Dataset(kept, self.labels, self.name, self.meta, axes)
         return self
-
-
-def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """scikit-learn's bundled digits as float32 [N,1,8,8] in [0,1], with the fixed split.
-
-    Returns x_train, x_test, y_train, y_test (`test_size=0.25, random_state=0, stratify=y`).
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    images = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
-    labels = digits.target.astype(np.int64)
-    return tuple(train_test_split(images, labels, test_size=0.25, random_state=0, stratify=labels))
-
-
-def load_digits_data(split: str = "test", input_name: str = "x") -> Dataset:
-    if split not in DIGITS_SPLITS:
-        raise BadInput(f"unknown digits split {split!r}: use one of {', '.join(DIGITS_SPLITS)}")
-    x_train, x_test, y_train, y_test = digits_split()
-    if split == "train":
-        x, y = x_train, y_train
-    elif split == "test":
-        x, y = x_test, y_test
-    else:
-        x, y = np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test])
-    return Dataset({input_name: x}, y, name=f"builtin:digits:{split}")
-
-
-def load_npz(path: str | Path) -> Dataset:
-    path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"{path}: no such data file")
-    if not zipfile.is_zipfile(path):  # np.load would read an .npy or try pickle: neither is an .npz
-        raise BadInput(f"{path} is not an .npz archive (write one with numpy.savez, one array per model input)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        raise BadInput(f"{path} is not a readable .npz file ({error})") from None
-    labels = arrays.pop("labels", None)
-    if not arrays:
-        raise BadInput(f"{path} holds no input arrays (only 'labels')")
-    dataset = Dataset(arrays, labels, name=str(path))
-    check_consistent(dataset)
-    return dataset
 
 
 def check_consistent(dataset: Dataset) -> None:
@@ -120,27 +72,11 @@ def check_consistent(dataset: Dataset) -> None:
         )
 
 
-def load_data(spec: str | Path, input_names: list[str] | None = None) -> Dataset:
-    """Load `builtin:digits[:train|:test]` or an `.npz`; name a lone input after the model's."""
-    text = str(spec)
-    if text.startswith("builtin:"):
-        parts = text.split(":")
-        if parts[1] != "digits" or len(parts) > 3:
-            raise BadInput(f"unknown builtin data {text!r}: use builtin:digits, builtin:digits:train or :test")
-        dataset = load_digits_data(parts[2] if len(parts) == 3 else "all")
-    elif text.endswith(".npz"):
-        dataset = load_npz(text)
-    else:
-        raise BadInput(f"unknown data {text!r}: give builtin:digits[:train|:test] or an .npz file")
-    if input_names:
-        dataset = dataset.renamed(list(input_names))
-    return dataset
-
-
 def check_matches(dataset: Dataset, specs) -> None:
     """Raise BadInput unless the data's names, ranks and fixed dims fit the model's inputs.
 
-    `specs` are `toolkit.common.tensors.TensorSpec`s.
+    `specs` are `toolkit.common.tensors.TensorSpec`s. Image data in the other layout
+    (NHWC for an NCHW model, or the reverse) is named as such.
     """
     expected = {spec.name: spec for spec in specs}
     missing = [name for name in expected if name not in dataset.inputs]
@@ -152,6 +88,12 @@ def check_matches(dataset: Dataset, specs) -> None:
         array = dataset.inputs[name]
         if len(spec.shape) != array.ndim:
             raise BadInput(f"input {name!r}: the model wants rank {len(spec.shape)} {spec.shape}, data has {list(array.shape)}")
+        layout = layout_mismatch(list(spec.shape), list(array.shape))
+        if layout:
+            raise BadInput(
+                f"input {name!r}: the data is {layout[0]} {list(array.shape)} but the model wants {layout[1]} "
+                f"{spec.shape}: give layout={layout[1].lower()} in the data spec (--layout {layout[1].lower()})"
+            )
         for axis, (want, have) in enumerate(zip(spec.shape, array.shape, strict=True)):
             if axis == 0 or not isinstance(want, int) or want <= 0:
                 continue
@@ -159,3 +101,23 @@ def check_matches(dataset: Dataset, specs) -> None:
                 raise BadInput(f"input {name!r}: the model wants shape {spec.shape}, data has {list(array.shape)}")
         if spec.dtype and np.dtype(spec.dtype).kind != array.dtype.kind:
             raise BadInput(f"input {name!r}: the model wants {spec.dtype}, data has {array.dtype}")
+
+
+def layout_mismatch(want: list, have: list) -> tuple[str, str] | None:
+    """("NHWC", "NCHW") when rank-4 data is the model's image input with channels moved; else None."""
+    if len(want) != 4 or len(have) != 4:
+        return None
+    fixed = [dim if isinstance(dim, int) and dim > 0 else None for dim in want[1:]]
+
+    def fits(order: list[int]) -> bool:
+        moved = [have[1:][index] for index in order]
+        return all(dim is None or dim == got for dim, got in zip(fixed, moved, strict=True))
+
+    if fits([0, 1, 2]):
+        return None
+    channels_first = fixed[0] in (1, 3, 4)
+    if channels_first and fits([2, 0, 1]):  # model C,H,W; data H,W,C
+        return ("NHWC", "NCHW")
+    if fixed[2] in (1, 3, 4) and fits([1, 2, 0]):  # model H,W,C; data C,H,W
+        return ("NCHW", "NHWC")
+    return None

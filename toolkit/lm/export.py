@@ -1,0 +1,143 @@
+"""Export a decoder-only Hugging Face language model to ONNX with a KV cache (optimum, text-generation-with-past).
+
+optimum's exporter writes `model.onnx` with `past_key_values.N.key/value` inputs and `present.*`
+outputs, plus the config and tokenizer. Right after export the graph is checked against
+transformers on the same tokens twice: all positions at once from an empty cache, and the
+last tokens fed one at a time through the cache (what generation does).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.common.quiet import quiet
+from toolkit.common.text import first_line
+from toolkit.errors import Unsupported
+from toolkit.lm.folder import CHECKED_FAMILIES, context_length, copy_side_files, require_tokenizer
+
+logger = logging.getLogger(__name__)
+
+TASK = "text-generation-with-past"
+MODEL_FILE = "model.onnx"
+CHECK_TOKENS = 12  # tokens compared right after export (the last 4 through the cache)
+CACHED_TOKENS = 4
+LIBRARIES = ("torch", "onnx", "onnxruntime", "optimum", "optimum-onnx", "transformers", "tokenizers")
+
+
+@dataclass
+class LmExport:
+    out_dir: Path
+    model_path: Path
+    max_abs_error: float
+    manifest: dict = field(default_factory=dict)
+
+
+def export_lm_onnx(folder, out_dir, *, opset: int = 18, force: bool = False,
+                   trust_remote_code: bool = False) -> LmExport:
+    """`folder` (a `...ForCausalLM` HF folder) -> `out_dir` with model.onnx, config, tokenizer, manifest."""
+    from toolkit.artifacts import check_writable, new_manifest, staged_folder, write_manifest
+    from toolkit.sources.hf import check_folder
+
+    folder = Path(folder)
+    out_dir = Path(out_dir)
+    check_writable(out_dir, force)
+    config = check_folder(folder, trust_remote_code=trust_remote_code)
+    require_tokenizer(folder)
+    model_type = config.get("model_type", "?")
+    architecture = (config.get("architectures") or ["?"])[0]
+    with staged_folder(out_dir, force) as stage:
+        run_optimum(folder, stage, opset=opset, trust_remote_code=trust_remote_code,
+                    what=f"{architecture} ({model_type})")
+        copy_side_files(folder, stage)
+        check_onnx(stage / MODEL_FILE)
+        error = check_against_transformers(folder, stage / MODEL_FILE, config, trust_remote_code)
+        lm = lm_record(stage / MODEL_FILE, config)
+        manifest = new_manifest(
+            "export", stage, source={"spec": str(folder), "kind": "hf"},
+            options={"to": "onnx", "opset": opset, "task": TASK, "route": "optimum.exporters.onnx.main_export"},
+            libraries=LIBRARIES, model_file=MODEL_FILE, format="onnx", export_error=error, lm=lm,
+            inputs=lm.pop("inputs"), outputs=lm.pop("outputs"),
+        )
+        write_manifest(stage, manifest)
+    if model_type not in CHECKED_FAMILIES:
+        logger.info("%s is not among the families checked here (%s)", model_type, ", ".join(CHECKED_FAMILIES))
+    return LmExport(out_dir, out_dir / MODEL_FILE, error["max_abs_error"], manifest)
+
+
+def run_optimum(folder: Path, stage: Path, *, opset: int, trust_remote_code: bool, what: str) -> None:
+    try:
+        from optimum.exporters.onnx import main_export
+    except ImportError:
+        from toolkit.errors import missing_library
+
+        raise missing_library("optimum-onnx") from None
+    try:
+        with quiet():
+            main_export(str(folder), output=str(stage), task=TASK, opset=opset, do_validation=False,
+                        local_files_only=True, trust_remote_code=trust_remote_code, library_name="transformers")
+    except Exception as error:
+        raise Unsupported(f"optimum cannot export the {what} language model with a KV cache: "
+                          f"{first_line(error)}") from None
+    if not (stage / MODEL_FILE).is_file():
+        made = sorted(p.name for p in stage.iterdir())
+        raise Unsupported(f"optimum wrote {made} for the {what} language model, not one {MODEL_FILE}")
+
+
+def check_onnx(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as error:
+        raise Unsupported(f"the exported language model fails onnx.checker: {first_line(error)}") from None
+
+
+def check_against_transformers(folder: Path, model_path: Path, config: dict, trust_remote_code: bool) -> dict:
+    """Largest |logits| difference to transformers: all positions at once, and the last ones via the cache."""
+    import torch
+
+    from toolkit.lm.decoder import KvDecoder, open_session
+    from toolkit.sources.hf import load_model
+
+    reference = load_model(folder, config, trust_remote_code=trust_remote_code)
+    vocab = int(config.get("vocab_size") or reference.config.vocab_size)
+    count = min(CHECK_TOKENS, (context_length(config) or CHECK_TOKENS))
+    ids = np.random.default_rng(0).integers(0, vocab, size=count, dtype=np.int64)
+    with torch.no_grad():
+        expected = reference(input_ids=torch.from_numpy(ids[None]), use_cache=False).logits[0].float().numpy()
+    decoder = KvDecoder(open_session(model_path), context=context_length(config))
+    whole = decoder.all_logits(ids)
+    decoder.forward(ids[:-CACHED_TOKENS])
+    stepped = np.stack([decoder.forward(ids[i:i + 1]) for i in range(count - CACHED_TOKENS, count)])
+    whole_error = float(np.max(np.abs(whole - expected)))
+    cached_error = float(np.max(np.abs(stepped - expected[-CACHED_TOKENS:])))
+    if not np.isfinite(whole_error + cached_error):
+        raise Unsupported(f"the exported {config.get('model_type')} model gives non-finite logits")
+    return {"all_positions": whole_error, "through_cache": cached_error, "tokens": int(count),
+            "max_abs_error": max(whole_error, cached_error), "float": True}
+
+
+def lm_record(model_path: Path, config: dict) -> dict:
+    """What generation and bench need to know without opening the graph: the KV layout and the context."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+
+    def spec(value) -> dict:
+        dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+        return {"name": value.name, "shape": dims, "dtype": onnx.helper.tensor_dtype_to_np_dtype(
+            value.type.tensor_type.elem_type).name}
+
+    inputs = [spec(value) for value in graph.input]
+    past = [item for item in inputs if item["name"].startswith("past_key_values.")]
+    if not past:
+        raise Unsupported(f"{model_path.name} has no past_key_values inputs: not a decoder with a KV cache")
+    heads, head_size = past[0]["shape"][1], past[0]["shape"][3]
+    return {"model_type": config.get("model_type"), "architecture": (config.get("architectures") or [None])[0],
+            "layers": len(past) // 2, "kv_heads": heads, "head_size": head_size,
+            "context": context_length(config), "vocab_size": config.get("vocab_size"),
+            "inputs": inputs, "outputs": [spec(value) for value in graph.output]}
