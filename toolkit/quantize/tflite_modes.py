@@ -44,9 +44,11 @@ def _recipe(kind: str, *, per_channel: bool = True, exclude_nodes=None, bits: in
         manager.add_weight_only_config(
             regex=every, operation_name=ops, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING,
         )
+    # the whole tensor name: litert's names prefix one another ("conv" / "conv1"), so a
+    # substring would keep many more layers float than asked
     for name in exclude_nodes or []:
         manager.add_quantization_config(
-            regex=f".*{re.escape(name)}.*", operation_name=ops, algorithm_key=AlgorithmName.NO_QUANTIZE,
+            regex=f"^{re.escape(name)}$", operation_name=ops, algorithm_key=AlgorithmName.NO_QUANTIZE,
         )
     return manager.get_quantization_recipe()
 
