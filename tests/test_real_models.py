@@ -227,6 +227,33 @@ def test_a_mode_that_changes_no_weight_says_so(run_cli, tmp_path, fp16_tflite):
     assert not (tmp_path / "again").exists()
 
 
+def test_allow_unchanged_keeps_the_model_warns_and_says_so(run_cli, tmp_path, fp16_tflite):
+    out = tmp_path / "kept"
+    result = run_cli("quantize", fp16_tflite, "--mode", "fp16", "--allow-unchanged", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert "warning:" in result.stderr and "changed no weight" in result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["quantization"]["unchanged"] is True
+    assert (out / "model.tflite").read_bytes() == fp16_tflite.read_bytes()
+
+
+def test_onnx_dynamic_int8_on_a_graph_without_weights_is_not_a_silent_success(run_cli, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    # Relu and Add only: nothing dynamic-int8 quantizes
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "x"], ["y"])], "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    result = run_cli("quantize", path, "--mode", "dynamic-int8", "-o", tmp_path / "q")
+    assert result.exit_code == 3, result.stderr
+    assert "changed no weight" in result.stderr and "Relu" in result.stderr
+    assert not (tmp_path / "q").exists()
+
+
 # ---------------------------------------------------------------- ONNX on an older opset
 
 

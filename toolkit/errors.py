@@ -25,6 +25,10 @@ class Unsupported(EdgewardError):
     exit_code = 3
 
 
+class NothingQuantized(Unsupported):
+    """A quantization mode that would change no weight of this model (named in the message)."""
+
+
 class DeviceError(EdgewardError):
     """Device or transport fault: unreachable, host key refused, runtime missing, timeout."""
 

@@ -43,6 +43,9 @@ smaller one when two are within 3%.
 @click.option("--block-size", type=click.Choice(["32", "64", "128"]), default=None,
               help="int4-weight: quantization block (default 32).")
 @click.option("--exclude", "exclude_nodes", multiple=True, metavar="NODE", help="Keep this node in float (repeatable).")
+@click.option("--allow-unchanged", is_flag=True,
+              help="A mode that would change no weight keeps the model as it is (a warning and `unchanged` "
+                   "in the manifest) instead of exit 3.")
 @click.option("-o", "--output", "out_dir", type=click.Path(), help="Output artifact folder.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--list-modes", is_flag=True, help="Print which modes apply to which format, and exit.")
@@ -57,7 +60,8 @@ smaller one when two are within 3%.
                    "folder, the file's own for an .onnx/.tflite model).")
 @click.option("--device", metavar="NAME", help="auto: the device profile whose CPU the int8 check uses (default: this host).")
 @data_options
-def command(model, mode, calibration, method, per_tensor, calibration_size, block_size, exclude_nodes, out_dir, force,
+def command(model, mode, calibration, method, per_tensor, calibration_size, block_size, exclude_nodes, allow_unchanged,
+            out_dir, force,
             list_modes, data, max_drop, min_agreement, budget_s, objective, formats, device, data_options):
     """Quantize an ONNX or TFLite model (int8, fp16, int4, auto) into an artifact folder."""
     from toolkit.console import emit, verbose
@@ -91,7 +95,7 @@ def command(model, mode, calibration, method, per_tensor, calibration_size, bloc
     result = quantize(
         model, mode, out_dir, calibration=calibration, method=method, per_channel=not per_tensor,
         calibration_size=calibration_size, exclude_nodes=list(exclude_nodes), force=force,
-        block_size=int(block_size) if block_size else None,
+        block_size=int(block_size) if block_size else None, allow_unchanged=allow_unchanged,
     )
     emit(
         result.as_dict(),

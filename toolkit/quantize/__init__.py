@@ -21,7 +21,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from toolkit.common.text import first_line
-from toolkit.errors import BadInput, EdgewardError, EdgewardWarning, Unsupported, missing_library
+from toolkit.errors import (
+    BadInput,
+    EdgewardError,
+    EdgewardWarning,
+    NothingQuantized,
+    Unsupported,
+    missing_library,
+)
 
 MODEL_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
 INT4_BLOCK_SIZES = (32, 64, 128)
@@ -79,12 +86,15 @@ def quantize(
     exclude_nodes: list[str] | None = None,
     force: bool = False,
     block_size: int | None = None,
+    allow_unchanged: bool = False,
 ) -> QuantizeResult:
     """Quantize MODEL (a file or an artifact folder) with MODE into OUT_DIR.
 
     `calibration`: a Dataset or a data spec (`builtin:digits:train`, an .npz); required by
     the static modes, ignored (with a warning) by the others. `exclude_nodes` keeps the
-    named nodes in float (ONNX node names; for TFLite, a substring of tensor names).
+    named nodes in float (ONNX node names; for TFLite, whole tensor names). A mode that
+    would change no weight raises `NothingQuantized` (exit 3), or with `allow_unchanged`
+    keeps the model as it was, warns, and says so in the manifest (`unchanged: true`).
     """
     from toolkit.artifacts import check_writable, resolve_model, staged_folder, write_manifest
     from toolkit.common.quiet import quiet
@@ -130,6 +140,14 @@ def quantize(
                     exclude_nodes=list(exclude_nodes or []),
                     **({"block_size": block_size} if block_size is not None else {}),
                 )
+            if fmt == "onnx":
+                check_onnx_changed(source_path, target_path, mode)
+        except NothingQuantized as error:
+            if not allow_unchanged:
+                raise
+            warnings.warn(f"{error}; kept as it was (--allow-unchanged)", EdgewardWarning, stacklevel=2)
+            copy_model_file(source_path, target_path)
+            notes = {"unchanged": True, "why": str(error)}
         except (EdgewardError, KeyboardInterrupt):
             raise
         except Exception as error:  # the quantization libraries raise many unrelated types
@@ -227,3 +245,37 @@ def _manifest(stage, model, model_path, spec, options, dataset, notes, size, flo
         size={"bytes": size, "float_bytes": float_size, "ratio": round(size / float_size, 4)},
         quantization=notes, calibration=calibration,
     )
+
+
+def check_onnx_changed(source: Path, quantized: Path, mode: str) -> None:
+    """NothingQuantized when the quantized graph has the same op types and the same initializer
+    types as the source: no weight was quantized (e.g. dynamic-int8 on a graph without MatMul)."""
+    from collections import Counter
+
+    import onnx
+
+    from toolkit.quantize.onnx_graph import all_nodes
+
+    def fingerprint(path: Path):
+        graph = onnx.load(str(path), load_external_data=False).graph
+        return (Counter(node.op_type for node in all_nodes(graph)),
+                Counter(tensor.data_type for tensor in graph.initializer))
+
+    before, after = fingerprint(source), fingerprint(quantized)
+    if before == after:
+        ops = ", ".join(sorted(before[0])) or "none"
+        raise NothingQuantized(f"{mode} changed no weight of {source.name} (its ops: {ops}): no op it holds "
+                               "is one this mode quantizes")
+
+
+def copy_model_file(source: Path, target: Path) -> None:
+    """The source model as the result, its external data beside it when it has some."""
+    import shutil
+
+    if source.suffix.lower() == ".onnx":
+        import onnx
+
+        model = onnx.load(str(source))
+        onnx.save(model, str(target))
+    else:
+        shutil.copyfile(source, target)

@@ -17,7 +17,7 @@ from toolkit.common.batching import fixed_batch
 from toolkit.common.cpu import u8s8_saturates_here
 from toolkit.common.quiet import quiet
 from toolkit.common.text import first_line
-from toolkit.errors import Unsupported
+from toolkit.errors import NothingQuantized, Unsupported
 from toolkit.quantize.calibration import calibration_batches
 from toolkit.quantize.onnx_embeddings import (
     EMBEDDING_BLOCK_SIZE,
@@ -452,7 +452,7 @@ def int4_weight(model_path: Path, out_path: Path, *, workdir: Path, exclude_node
     count = sum(1 for node in all_nodes(quantized.graph) if node.op_type == "MatMulNBits")
     gathers = sum(1 for node in all_nodes(quantized.graph) if node.op_type == "GatherBlockQuantized")
     if count + gathers == 0:
-        raise Unsupported(
+        raise NothingQuantized(
             f"int4-weight left {model_path.name} unchanged: it has no MatMul or Gemm with constant weights "
             "(e.g. a convolution-only network); use dynamic-int8 or static-int8"
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.common.quiet import quiet
-from toolkit.errors import BadInput, Unsupported
+from toolkit.errors import BadInput, NothingQuantized, Unsupported
 from toolkit.quantize.calibration import calibration_batches
 
 
@@ -83,7 +83,7 @@ def _run(model_path: Path, out_path: Path, recipe, mode: str, calibration=None) 
     quantized = bytes(result.quantized_model)
     if constant_types(quantized) == constant_types(original):
         before = ", ".join(f"{count} {kind}" for kind, count in sorted(constant_types(original).items()))
-        raise Unsupported(
+        raise NothingQuantized(
             f"{mode} changed no weight of {model_path.name} (its constants stay {before or 'none'}): "
             "no op it holds is one this mode quantizes, or its weights are already in that type"
         )
