@@ -6,8 +6,7 @@ the HTML page without reading it back.
 
 from __future__ import annotations
 
-import io
-
+from toolkit.common.charts import figure_png
 from toolkit.costs import money as fmt
 
 CLOUD = "#d9534f"
@@ -31,10 +30,7 @@ def _pyplot():
 
 
 def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
-    _pyplot().close(figure)
-    return buffer.getvalue()
+    return figure_png(figure)
 
 
 def _money_axis(axis, currency: str) -> None:

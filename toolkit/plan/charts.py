@@ -3,29 +3,12 @@ Pareto front marked, and each variant's share on the device against system accur
 
 from __future__ import annotations
 
-import io
-
+from toolkit.common.charts import figure_png, pyplot
 from toolkit.plan.share import points_with_accuracy
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(plt, fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
 def cost_accuracy_png(plan) -> bytes:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     priced = [o for o in plan.options if o.cost_per_1k is not None and o.system_accuracy is not None]
     currency = priced[0].currency if priced else ""
@@ -50,11 +33,11 @@ def cost_accuracy_png(plan) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    return _png(plt, fig)
+    return figure_png(fig)
 
 
 def share_curves_png(plan) -> bytes:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     seen = set()
     for option in plan.options:
@@ -75,4 +58,4 @@ def share_curves_png(plan) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    return _png(plt, fig)
+    return figure_png(fig)

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from toolkit.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+from toolkit.common.charts import figure_png, pyplot
 from toolkit.common.units import human_number, human_percent
 from toolkit.validate.metrics import system_accuracy
 
@@ -124,26 +125,10 @@ def per_layer_text(result) -> str:
     return "\n".join(rows)
 
 
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(plt, fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
 def histogram_png(name: str, errors) -> bytes:
     import numpy as np
 
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     finite = errors[np.isfinite(errors)]
     if finite.size and np.any(finite != 0):
@@ -156,13 +141,13 @@ def histogram_png(name: str, errors) -> bytes:
     ax.set_xlabel("error")
     ax.set_ylabel("count (log)")
     fig.tight_layout()
-    return _png(plt, fig)
+    return figure_png(fig)
 
 
 def per_layer_png(result) -> bytes:
     from toolkit.validate.per_layer import CAP_DB
 
-    plt = _figure()
+    plt = pyplot()
     layers = result.layers
     worst = {layer.node for layer in result.worst}
     values = [min(layer.sqnr_db, CAP_DB) if not math.isnan(layer.sqnr_db) else 0.0 for layer in layers]
@@ -177,7 +162,7 @@ def per_layer_png(result) -> bytes:
     ax.set_ylabel(f"SQNR (dB, capped at {CAP_DB:g})")
     ax.set_title("SQNR by node, graph order (red: worst)")
     fig.tight_layout()
-    return _png(plt, fig)
+    return figure_png(fig)
 
 
 def npz_bytes(arrays: dict) -> bytes:
@@ -205,7 +190,7 @@ def confidence_markdown(curve: dict, files: dict) -> list[str]:
 
 
 def confidence_png(curve: dict) -> bytes:
-    plt = _figure()
+    plt = pyplot()
     examples = max(curve["examples"], 1)
     shares = [row[1] / examples * 100 for row in curve["points"]]
     accuracy = [system_accuracy(row, examples) * 100 for row in curve["points"]]
@@ -216,4 +201,4 @@ def confidence_png(curve: dict) -> bytes:
     ax.set_title("route the least confident requests to the reference")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _png(plt, fig)
+    return figure_png(fig)
