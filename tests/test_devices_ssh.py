@@ -107,22 +107,46 @@ def test_run_on_device_matches_local_outputs(profiles, digits_cnn_onnx, digits_t
     assert accuracy > 0.95
 
 
+@pytest.fixture(scope="module")
+def compute_bound_models(tmp_path_factory) -> dict[str, Path]:
+    """Two 3x3 convolutions, 64 channels on 32x32 (about 75 M multiply-adds, 0.3 MB of
+    weights): milliseconds of work per inference, so what is compared is the inference and
+    not the microsecond effects (cache placement, a neighbour's timer tick) that decide a
+    20-microsecond digits run, where one side came out 30% faster than the other in CI."""
+    import litert_torch
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(64, 64, 3, padding=1)).eval()
+    example = (torch.randn(1, 64, 32, 32),)
+    folder = tmp_path_factory.mktemp("compute-bound")
+    onnx_path, tflite_path = folder / "convs.onnx", folder / "convs.tflite"
+    torch.onnx.export(model, example, str(onnx_path), dynamo=True, external_data=False, input_names=["x"],
+                      output_names=["y"], verbose=False)
+    litert_torch.convert(model, example).export(str(tflite_path))
+    return {"onnx": onnx_path, "tflite": tflite_path}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("fixture", ["digits_cnn_onnx", "digits_cnn_tflite"])
-def test_ssh_latency_within_15_percent_of_local(profiles, request, fixture):
-    """Same model, same runner, through ssh or a local process. Rounds are interleaved so load
-    from other work hits both sides alike, and each side's best p50 is compared: on a busy
-    2-core machine a single round can be slowed by a neighbour, the best round is not."""
+@pytest.mark.parametrize("kind", ["onnx", "tflite"])
+def test_ssh_latency_within_15_percent_of_local(profiles, compute_bound_models, kind):
+    """Same model, same runner, through ssh or a local process: the transport must not reach
+    the per-inference figure. Rounds are interleaved so load from other work hits both sides
+    alike, and each side's best p50 is compared: on a busy 2-core machine a single round can
+    be slowed by a neighbour, the best round is not. Transport leaking into the figure can only
+    make the board slower, so that side is held to 15%; the other side only guards against a
+    figure in the wrong unit (with a CPU burner beside it the board came out up to 14% faster)."""
     from toolkit.devices import bench_on_device
 
-    model = request.getfixturevalue(fixture)
     p50 = {"localhost": [], "ssh-testbed": []}
     for _ in range(5):
         for device in p50:
-            record = bench_on_device(model, device, runs=2000, warmup=200, threads=1)
+            record = bench_on_device(compute_bound_models[kind], device, runs=100, warmup=20, threads=1)
             p50[device].append(record["latency_ms"]["p50"])
     local, remote = min(p50["localhost"]), min(p50["ssh-testbed"])
-    assert abs(remote - local) / local < 0.15, p50
+    assert local > 0.5, p50  # the model does real work, or the comparison measures noise
+    assert 0.7 < remote / local < 1.15, p50
 
 
 def test_unreachable_host_fails_within_the_connect_timeout(run_cli, tmp_path, digits_cnn_onnx):
