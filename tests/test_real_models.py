@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from installed import package_file
 
 FACTORY_MODULE = '''
 import torch
@@ -257,16 +258,6 @@ def test_onnx_dynamic_int8_on_a_graph_without_weights_is_not_a_silent_success(ru
 # ---------------------------------------------------------------- ONNX on an older opset
 
 
-def _package_file(package: str, *parts: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        pytest.skip(f"the {package} wheel is not installed (scripts/setup installs it with --no-deps)")
-    path = Path(spec.origin).parent.joinpath(*parts)
-    if not path.is_file():
-        pytest.skip(f"{path} is missing from the installed {package} wheel")
-    return path
-
-
 @pytest.mark.slow
 def test_int4_weight_of_the_opset12_ppocr_recognizer_loads_and_validates(run_cli, tmp_path):
     """Measured: 0.68x (7.1 of 10.4 MiB), SQNR 13.9 dB, argmax agreement 0.97 per time step."""
@@ -275,7 +266,7 @@ def test_int4_weight_of_the_opset12_ppocr_recognizer_loads_and_validates(run_cli
         from test_third_party_models import _text_images
     finally:
         sys.path.remove(str(Path(__file__).parent))
-    model = _package_file("rapidocr_onnxruntime", "models", "ch_PP-OCRv4_rec_infer.onnx")
+    model = package_file("rapidocr_onnxruntime", "models", "ch_PP-OCRv4_rec_infer.onnx")
     npz = tmp_path / "rec.npz"
     np.savez(npz, x=_text_images(16, 48, 320, np.random.default_rng(1)))
     out = tmp_path / "int4"

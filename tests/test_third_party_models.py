@@ -12,21 +12,11 @@ moves it by up to ~0.1. The PP-OCR classifier's 2-class softmax moves by up to ~
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-
-def _package_file(package: str, *parts: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        pytest.skip(f"the {package} wheel is not installed (scripts/setup installs it with --no-deps)")
-    path = Path(spec.origin).parent.joinpath(*parts)
-    if not path.is_file():
-        pytest.skip(f"{path} is missing from the installed {package} wheel")
-    return path
+from installed import package_file
 
 
 def _audio(count: int, rng, rate: int = 16000, length: int = 512) -> np.ndarray:
@@ -98,7 +88,7 @@ def _validate(run_cli, out: Path, model: Path, npz: Path) -> dict:
 def test_silero_vad_signature():
     from toolkit.sources import open_any
 
-    runner = open_any(str(_package_file("silero_vad", "data", "silero_vad.onnx")))
+    runner = open_any(str(package_file("silero_vad", "data", "silero_vad.onnx")))
     specs = {spec.name: spec for spec in runner.inputs}
     assert set(specs) == {"input", "state", "sr"}
     assert specs["sr"].shape == [] and np.dtype(specs["sr"].dtype) == np.int64
@@ -126,7 +116,7 @@ def test_batch_axis_of_a_state_input():
 
 @pytest.mark.slow
 def test_silero_vad_dynamic_int8(run_cli, tmp_path, vad_npz):
-    model = _package_file("silero_vad", "data", "silero_vad.onnx")
+    model = package_file("silero_vad", "data", "silero_vad.onnx")
     out = tmp_path / "vad-dynamic"
     result = _quantize(run_cli, model, "dynamic-int8", out)
     assert result.exit_code == 0, result.stderr
@@ -150,7 +140,7 @@ def test_silero_vad_static_int8_specialises_the_sample_rate(run_cli, tmp_path, v
     """
     import json
 
-    model = _package_file("silero_vad", "data", "silero_vad.onnx")
+    model = package_file("silero_vad", "data", "silero_vad.onnx")
     out = tmp_path / "vad-static"
     result = _quantize(run_cli, model, "static-int8", out, vad_npz)
     assert result.exit_code == 0, result.stderr
@@ -206,7 +196,7 @@ def test_specialise_ifs_only_where_the_data_decides(tmp_path):
 
 @pytest.mark.slow
 def test_silero_vad_16k_op15_dynamic_int8(run_cli, tmp_path, vad_npz):
-    model = _package_file("silero_vad", "data", "silero_vad_16k_op15.onnx")
+    model = package_file("silero_vad", "data", "silero_vad_16k_op15.onnx")
     out = tmp_path / "vad15-dynamic"
     result = _quantize(run_cli, model, "dynamic-int8", out)
     assert result.exit_code == 0, result.stderr
@@ -257,7 +247,7 @@ def test_ppocr_models(request, run_cli, tmp_path, filename, data, mode, ratio, m
     Those figures are from an x86 CPU with VNNI. On one without (AVX2 only), static-int8 stores
     uint8 weights (uint8 x int8 saturates there) and measured cls 15.5 dB, rec 6.6 dB.
     """
-    model = _package_file("rapidocr_onnxruntime", "models", filename)
+    model = package_file("rapidocr_onnxruntime", "models", filename)
     npz = request.getfixturevalue(data)
     out = tmp_path / mode
     result = _quantize(run_cli, model, mode, out, npz if mode == "static-int8" else None)

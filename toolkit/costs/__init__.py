@@ -93,8 +93,9 @@ def breakeven(scenario: dict | str | os.PathLike, *, bench=(), months: int | Non
     """Price the scenario; `bench` are `edgeward bench --json` files that fill measured figures;
     `months` overrides the scenario's horizon (default 36); `catalogue` adds the user's cloud
     price folders; `figures` are a caller's measured figures (see the module docstring)."""
-    from toolkit.costs import model
+    from toolkit.costs import crossing, model
     from toolkit.costs.scenario import load_scenario
+    from toolkit.costs.sensitivity import sensitivity as vary_each_input
 
     if isinstance(bench, str | os.PathLike):
         bench = [bench]
@@ -103,13 +104,13 @@ def breakeven(scenario: dict | str | os.PathLike, *, bench=(), months: int | Non
     _check_inputs(inputs)
     rows = model.project(inputs, horizon)
     _check_magnitude(rows)
-    outcome = model.find_breakeven(inputs, rows)
+    outcome = crossing.find_breakeven(inputs, rows)
     notes = list(resolved.notes)
     capacity = model.capacity_check(inputs, horizon)
     if not capacity["checked"]:
         notes.append(f"device capacity not checked: {capacity['why']}")
-    sensitivity = model.sensitivity(inputs, horizon, outcome.month)
-    savings = {month: model.savings_at(rows, month) for month in sorted({*SAVINGS_AT, horizon}) if month <= horizon}
+    sensitivity = vary_each_input(inputs, horizon, outcome.month)
+    savings = {month: crossing.savings_at(rows, month) for month in sorted({*SAVINGS_AT, horizon}) if month <= horizon}
     return BreakevenResult(
         scenario=resolved,
         inputs=inputs,
@@ -118,7 +119,7 @@ def breakeven(scenario: dict | str | os.PathLike, *, bench=(), months: int | Non
         one_off=model.edge_one_off(inputs),
         outcome=outcome,
         savings=savings,
-        per_1k=model.per_thousand(inputs, rows),
+        per_1k=crossing.per_thousand(inputs, rows),
         capacity=capacity,
         sensitivity=sensitivity,
         notes=notes,

@@ -215,7 +215,7 @@ def _sensitivity_rows(result, money) -> list[list[str]]:
 def _input_rows(result, money) -> list[list[str]]:
     sources = result.scenario.sources
     rows = []
-    from toolkit.costs.model import API_ONLY, INSTANCE_ONLY
+    from toolkit.costs.sensitivity import API_ONLY, INSTANCE_ONLY
 
     hidden = {"currency"} | (INSTANCE_ONLY - {"peak_to_average"} if result.inputs.cloud_mode == "api" else
                              API_ONLY - {"tokens_in_per_request", "tokens_out_per_request"})
