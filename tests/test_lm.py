@@ -195,3 +195,39 @@ def test_bad_and_unsupported_inputs(qwen2, run_cli, tmp_path):
     unsupported = run_cli("export", mamba, "--to", "onnx", "-o", tmp_path / "mamba-onnx")
     assert unsupported.exit_code == 3 and "MambaForCausalLM" in unsupported.stderr
     assert json.loads((result.out_dir / "manifest.json").read_text())["lm"]["kv_heads"] in (2, 4)
+
+
+def test_a_measured_lm_bench_prices_per_token(qwen2, run_cli, tmp_path):
+    """Issue 15 item 7: the device's measured time to first token and decode rate decide the time
+    per request (prefill scaled to the scenario's prompt + one decode step per further token); the
+    latency budget then decides what the device serves and the rest goes to the per-token API."""
+    from decimal import Decimal
+
+    from toolkit.costs import breakeven
+
+    _, result = qwen2
+    out = tmp_path / "lm-bench.json"
+    bench = run_cli("--json", "bench", result.out_dir, "--prompt-tokens", "16", "--new-tokens", "8", "--runs", "2",
+                    "-o", out)
+    assert bench.exit_code == 0, bench.stderr
+    lm = json.loads(out.read_text())["language_model"]
+    ttft, rate = Decimal(str(lm["ttft_ms_p50"])), Decimal(str(lm["decode_tokens_per_s"]))
+    expected_ms = ttft * 64 / 16 + 31 * 1000 / rate
+
+    def scenario(budget_ms):
+        return {"traffic": {"active_users": 1000, "requests_per_user_per_day": 20, "tokens_in_per_request": 64,
+                            "tokens_out_per_request": 32},
+                "cloud": {"api": "openai-gpt-4o-mini"},
+                "edge": {"engineering_hours": 10, "hourly_rate": 100, "latency_budget_ms": budget_ms},
+                "router": {"on_device_share": 1.0}}
+
+    served = breakeven(scenario(float(expected_ms) * 2), bench=[out])
+    assert served.inputs.latency_ms == expected_ms and served.inputs.latency_kind == "measured"
+    assert "tokens/s" in served.scenario.sources["latency_ms"]
+    assert served.effective_share == 1
+    # gpt-4o-mini: 64 x $0.15 + 32 x $0.60 per 1M tokens a request, 600,000 requests in month 1
+    per_request = (64 * Decimal("0.15") + 32 * Decimal("0.60")) / 1_000_000
+    assert served.rows[0].cloud_only == 600_000 * per_request
+    assert served.rows[0].edge["cloud"] == 0
+    too_slow = breakeven(scenario(float(expected_ms) / 2), bench=[out])
+    assert too_slow.effective_share == 0 and too_slow.rows[0].edge["cloud"] == too_slow.rows[0].cloud_only

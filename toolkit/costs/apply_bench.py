@@ -68,18 +68,20 @@ def apply_benches(parser, model: dict | None) -> None:
     if edge_benches:
         _edge(parser, edge_benches[0], edge_device)
     if cloud_benches:
-        bench = cloud_benches[0]
-        values["throughput_rps"] = Decimal(1000) / bench.latency_ms
-        sources["throughput_rps"] = (f"bench {bench.path}: 1000 / p50 {bench.latency_ms} ms on {bench.device} "
-                                     "(one stream)")
+        request = _request_ms(parser, cloud_benches[0])
+        if request is not None:
+            values["throughput_rps"] = Decimal(1000) / request[0]
+            sources["throughput_rps"] = f"1000 / {request[0]} ms per request, one stream ({request[1]})"
 
 
 def _edge(parser, bench: BenchRecord, edge_device: str | None) -> None:
     values, sources = parser.values, parser.sources
     how = "estimated" if bench.estimate else "measured"
-    values["latency_ms"] = bench.latency_ms
     values["latency_kind"] = "estimate" if bench.estimate else "measured"
-    sources["latency_ms"] = f"bench {bench.path}: p50 {how} on {bench.device or 'the device'}"
+    request = _request_ms(parser, bench)
+    if request is None:
+        return
+    values["latency_ms"], sources["latency_ms"] = request
     if bench.latency_p95_ms is not None and bench.latency_p95_ms >= bench.latency_ms:
         values["latency_p95_ms"] = bench.latency_p95_ms
         sources["latency_p95_ms"] = f"bench {bench.path}: p95 {how} on {bench.device or 'the device'}"
@@ -101,3 +103,26 @@ def _edge(parser, bench: BenchRecord, edge_device: str | None) -> None:
     if "model_size_mb" not in values and bench.model_bytes:
         values["model_size_mb"] = Decimal(bench.model_bytes) / Decimal(1_000_000)
         sources["model_size_mb"] = f"bench {bench.path}: model file size"
+
+
+def _request_ms(parser, bench: BenchRecord) -> tuple[Decimal, str] | None:
+    """Milliseconds per request and how they were found. A language model answers a request
+    in the prompt's prefill (the measured time to first token, scaled linearly from the benched
+    prompt length to the scenario's tokens in) plus one decode step per further output token at
+    the measured rate; that time is what the latency budget and capacity are checked against."""
+    figures = bench.language_model
+    where = bench.device or "the device"
+    if figures is None:
+        return bench.latency_ms, f"bench {bench.path}: p50 {'estimated' if bench.estimate else 'measured'} on {where}"
+    tokens_out = parser.values.get("tokens_out_per_request")
+    if not tokens_out:
+        parser.problems.append(f"--bench {bench.path} measured a language model: traffic.tokens_out_per_request is "
+                               "required to turn its tokens/s into a time per request")
+        return None
+    tokens_in = parser.values.get("tokens_in_per_request") or Decimal(figures.prompt_tokens)
+    prefill_ms = figures.ttft_ms * tokens_in / Decimal(figures.prompt_tokens)
+    decode_ms = max(tokens_out - 1, Decimal(0)) * Decimal(1000) / figures.decode_tokens_per_s
+    return prefill_ms + decode_ms, (
+        f"bench {bench.path} on {where}: time to first token {figures.ttft_ms} ms for {figures.prompt_tokens} "
+        f"prompt tokens, scaled to {tokens_in} tokens in, + {max(tokens_out - 1, Decimal(0))} more tokens out at "
+        f"{figures.decode_tokens_per_s} tokens/s")

@@ -15,6 +15,16 @@ from pathlib import Path
 from toolkit.errors import BadInput
 
 
+@dataclass(frozen=True)
+class LanguageModelFigures:
+    """What a language-model bench measured: the time to the first token for a prompt of
+    `prompt_tokens`, and the decode rate after it."""
+
+    ttft_ms: Decimal
+    prompt_tokens: int
+    decode_tokens_per_s: Decimal
+
+
 @dataclass
 class BenchRecord:
     path: str
@@ -29,6 +39,7 @@ class BenchRecord:
     model_bytes: int | None
     estimate: bool
     latency_p95_ms: Decimal | None = None
+    language_model: LanguageModelFigures | None = None
 
     def model_label(self) -> str:
         bits = [self.model_name or (Path(self.model_path).name if self.model_path else "an unnamed model")]
@@ -96,10 +107,11 @@ def parse_bench(data: dict, label: str) -> BenchRecord:
         device = device.get("name")
     device_kind = device_kind or profile.get("kind") or data.get("device_kind")
 
+    language_model = _language_model(data, label)
     latency = _latency(data)
-    if latency is None:
+    if latency is None and language_model is None:
         raise BadInput(f"--bench {label}: no latency_ms (p50) in it; is it `edgeward bench --json` output?")
-    if latency <= 0 or latency > Decimal("1e7"):
+    if latency is not None and (latency <= 0 or latency > Decimal("1e7")):
         raise BadInput(f"--bench {label}: latency_ms p50 must be more than 0 and at most 1e7 (got {latency})")
     power, power_source = _power(data, profile)
     estimate = bool(data.get("estimate")) or data.get("measured") is False or data.get("mode") == "estimate"
@@ -116,7 +128,25 @@ def parse_bench(data: dict, label: str) -> BenchRecord:
         model_bytes=int(model_bytes) if isinstance(model_bytes, int | float) and model_bytes > 0 else None,
         estimate=estimate,
         latency_p95_ms=_p95(data),
+        language_model=language_model,
     )
+
+
+def _language_model(data: dict, label: str) -> LanguageModelFigures | None:
+    """The `language_model` record of `edgeward bench --json` on an LM folder, if there is one."""
+    record = data.get("language_model")
+    if not isinstance(record, dict):
+        return None
+    ttft = _number(record.get("ttft_ms_p50"))
+    rate = _number(record.get("decode_tokens_per_s"))
+    prompt = record.get("prompt_tokens")
+    if ttft is None or rate is None or not isinstance(prompt, int) or isinstance(prompt, bool):
+        raise BadInput(f"--bench {label}: its language_model record lacks ttft_ms_p50, decode_tokens_per_s or "
+                       "prompt_tokens")
+    if ttft <= 0 or rate <= 0 or prompt < 1:
+        raise BadInput(f"--bench {label}: language_model figures must be positive (ttft {ttft} ms, "
+                       f"{rate} tokens/s, {prompt}-token prompt)")
+    return LanguageModelFigures(ttft_ms=ttft, prompt_tokens=prompt, decode_tokens_per_s=rate)
 
 
 def _number(value) -> Decimal | None:
