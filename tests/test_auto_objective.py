@@ -56,9 +56,9 @@ def test_size_objective_is_the_default_and_times_nothing(digits_cnn_onnx, digits
 
 
 def _state(objective, rows):
-    from toolkit.quantize.auto import Try, _State
+    from toolkit.quantize.auto_state import SearchState, Try
 
-    state = _State(None, {}, {}, objective)
+    state = SearchState(None, {}, {}, objective)
     for index, (size, p50, passed) in enumerate(rows):
         state.tries.append(Try(index=index, mode=f"m{index}", size_bytes=size, passed=passed, smaller=size < 1000,
                                p50_ms=p50))

@@ -132,3 +132,26 @@ def test_the_calibration_file_and_the_scenario_device_are_inputs(tmp_path, monke
     _write_profile(profiles, 4.0)
     again = _keys(recipe, tmp_path / "out")
     assert [name for name in after if after[name] != again[name]] == ["breakeven"]
+
+
+def test_a_data_specs_preprocessor_folder_is_an_input(tmp_path):
+    """Editing the preprocessor_config.json a data spec names (preprocessor=DIR) changes the
+    tensors, so it redoes the steps that read that data, and only those."""
+    from PIL import Image
+
+    images = tmp_path / "images" / "3"
+    images.mkdir(parents=True)
+    Image.fromarray(np.full((16, 16), 200, np.uint8), "L").save(images / "a.png")
+    preprocessor = tmp_path / "preprocessor"
+    preprocessor.mkdir()
+    config = preprocessor / "preprocessor_config.json"
+    config.write_text(json.dumps({"size": {"height": 8, "width": 8}, "image_mean": [0.5], "image_std": [0.5]}))
+    spec = f"images:{tmp_path / 'images'}?channels=1&preprocessor={preprocessor}"
+    recipe = {"source": "builtin:digits-cnn", "export": ["onnx"], "validate": {"data": spec}}
+    before = _keys(recipe, tmp_path / "out")
+    assert _keys(recipe, tmp_path / "out") == before  # deterministic
+    config.write_text(json.dumps({"size": {"height": 8, "width": 8}, "image_mean": [0.0], "image_std": [1.0]}))
+    after = _keys(recipe, tmp_path / "out")
+    assert sorted(name for name in before if before[name] != after[name]) == ["validate-export-onnx"]
+    (preprocessor / "tokenizer_config.json").write_text("{}")  # any file of the folder counts
+    assert _keys(recipe, tmp_path / "out")["validate-export-onnx"] != after["validate-export-onnx"]

@@ -205,9 +205,12 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BadInput(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(manifest, dict):
+        raise BadInput(f"{path} is not an Edgeward manifest (a JSON object)")
+    return manifest
 
 
 def update_manifest(folder: str | os.PathLike, **updates) -> dict:

@@ -57,6 +57,36 @@ def apply(spec: str | None, options: dict, *model_places: str | None) -> str | N
     return with_options(spec, **options)
 
 
+def check_used(options: dict, *specs: str | None) -> None:
+    """Refuse data flags that none of the data specs reads (e.g. --image-size with builtin: or an .npz,
+    --text-field with an image folder): silently ignoring them would hide a mistake."""
+    from toolkit.data import KIND_OPTIONS, unused_options
+    from toolkit.errors import BadInput
+
+    given = {option: value for option, value in options.items() if value is not None}
+    if not given:
+        return
+    named = [spec for spec in specs if spec]
+    if not named:
+        raise BadInput(f"{_flag(next(iter(given)))} is a data flag, but no data was given to apply it to")
+    unused = unused_options(given, named)
+    if not unused:
+        return
+    option, kinds = next(iter(unused.items()))
+    flags = ", ".join(_flag(name) for name in unused)
+    data = " and ".join(dict.fromkeys(named))
+    if all(kind in ("builtin", "npz") for kind in kinds):
+        why = "builtin: and .npz data are tensors already preprocessed"
+    else:
+        readers = [kind for kind, read in KIND_OPTIONS.items() if option in read]
+        why = f"{' and '.join(dict.fromkeys(kinds))} data does not read it (it applies to {', '.join(readers)} data)"
+    raise BadInput(f"{flags} would be ignored for {data}: {why}; drop the flag or give data it applies to")
+
+
+def _flag(option: str) -> str:
+    return next(flag for flag, name, *_ in FLAGS if name == option)
+
+
 def _preprocessor_folder(place: str | None) -> str | None:
     if not place or ":" in place and not Path(place).exists():
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from toolkit.commands.data_options import apply as apply_data_options
+from toolkit.commands.data_options import check_used as check_data_flags_used
 from toolkit.commands.data_options import data_options
 
 EPILOG = """\b
@@ -57,6 +58,7 @@ def command(teacher, student, data, val, out_dir, epochs, lr, batch_size, temper
         if teacher.removeprefix("builtin:") not in ("digits-cnn", "digits-mlp"):
             raise BadInput("--data is required for this teacher (builtin:digits:train is the default only for digits)")
         data = "builtin:digits:train"
+    check_data_flags_used(data_options, data, val)
     data = apply_data_options(data, data_options, teacher)
     val = apply_data_options(val, data_options, teacher)
     with ProgressDisplay() as progress:

@@ -21,7 +21,10 @@ file (`text:`), a `.parquet` file or folder of them (`parquet:`). For example
 The options are listed in `toolkit.data.spec.OPTIONS`. On the command line the flags
 `--preprocessor`, `--text-field`, `--text-pair-field`, `--label-field`, `--max-length`,
 `--image-size`, `--crop`, `--layout`, `--mean`, `--std`, `--dtype`, `--channels` add the same
-options to the spec (`with_options`); an option written in the spec wins.
+options to the spec (`with_options`); an option written in the spec wins. Each kind reads the
+options in `KIND_OPTIONS` (builtin: and .npz data, tensors already made, read none): an option
+its kind would ignore is refused (`parse_spec`), and so is a flag that none of a command's data
+specs reads (`unused_options`), rather than silently ignored.
 
 In an image or audio folder, class sub-folders give the labels (sorted class names, kept in
 `Dataset.meta["classes"]`; names that are whole numbers are the labels); a flat folder has
@@ -41,12 +44,16 @@ from toolkit.data.builtin import DIGITS_SPLITS, digits_split, load_builtin, load
 from toolkit.data.dataset import Dataset, check_consistent, check_matches, layout_mismatch
 from toolkit.data.spec import (
     FLAG_OPTIONS,
+    KIND_OPTIONS,
     KINDS,
     OPTIONS,
+    PATH_OPTIONS,
     WHAT_DATA,
     DataSpec,
     parse_spec,
+    spec_options,
     spec_path,
+    unused_options,
     with_options,
 )
 from toolkit.errors import EdgewardWarning
@@ -54,9 +61,9 @@ from toolkit.errors import EdgewardWarning
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DIGITS_SPLITS", "FLAG_OPTIONS", "KINDS", "OPTIONS", "DataSpec", "Dataset", "check_consistent",
-    "check_matches", "digits_split", "layout_mismatch", "load_data", "load_digits_data", "load_npz",
-    "parse_spec", "spec_path", "with_options",
+    "DIGITS_SPLITS", "FLAG_OPTIONS", "KINDS", "KIND_OPTIONS", "OPTIONS", "PATH_OPTIONS", "DataSpec", "Dataset",
+    "check_consistent", "check_matches", "digits_split", "layout_mismatch", "load_data", "load_digits_data",
+    "load_npz", "parse_spec", "spec_options", "spec_path", "unused_options", "with_options",
 ]
 
 # kind → "module:function" (imported when used: Pillow, pyarrow, datasets, transformers are heavy)

@@ -57,7 +57,7 @@ def load_feature_extractor(folder: str):
         raise missing_library("transformers") from None
     try:
         return AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:  # a broken config raises any
         raise BadInput(f"{folder}: no feature extractor Edgeward can load ({str(error).splitlines()[0]})") from None
 
 

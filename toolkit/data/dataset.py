@@ -98,7 +98,10 @@ def check_matches(dataset: Dataset, specs) -> None:
             if axis == 0 or not isinstance(want, int) or want <= 0:
                 continue
             if want != have:
-                raise BadInput(f"input {name!r}: the model wants shape {spec.shape}, data has {list(array.shape)}")
+                hint = ""
+                if array.ndim == 4 and axis in (1, 3) and {want, have} == {1, 3}:  # grayscale vs RGB images
+                    hint = f": give channels={want} in the data spec (--channels {want})"
+                raise BadInput(f"input {name!r}: the model wants shape {spec.shape}, data has {list(array.shape)}{hint}")
         if spec.dtype and np.dtype(spec.dtype).kind != array.dtype.kind:
             raise BadInput(f"input {name!r}: the model wants {spec.dtype}, data has {array.dtype}")
 

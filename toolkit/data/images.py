@@ -18,7 +18,7 @@ import numpy as np
 from toolkit.data.dataset import Dataset
 from toolkit.data.problems import labels_from_names, report_bad
 from toolkit.data.spec import IMAGE_SUFFIXES, DataSpec
-from toolkit.errors import BadInput, missing_library
+from toolkit.errors import BadInput, Unsupported, missing_library
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ def preprocessing_from_config(folder: str | Path) -> ImagePreprocessing:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise BadInput(f"{path} is not readable JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise BadInput(f"{path}: not an image processor configuration (a JSON object)")
     size = config.get("size") if config.get("do_resize", True) else None
     crop_pct = None
     if isinstance(size, dict):
@@ -58,7 +60,8 @@ def preprocessing_from_config(folder: str | Path) -> ImagePreprocessing:
             size = int(size["shortest_edge"])
             crop_pct = config.get("crop_pct") if size < 384 else None
         else:
-            raise BadInput(f"{path}: size {size} is not one Edgeward reads (height/width or shortest_edge)")
+            raise Unsupported(f"{path}: size {size} is not one Edgeward reads (height/width or shortest_edge): "
+                              "give size= (and crop=) instead")
     elif isinstance(size, int):
         size = (size, size)
     crop = config.get("crop_size") if config.get("do_center_crop") else None

@@ -34,6 +34,21 @@ OPTIONS = {
     "split": "the split of a saved DatasetDict (default: test, else validation, else the first)",
 }
 
+_IMAGE_OPTIONS = ("preprocessor", "size", "crop", "resample", "mean", "std", "scale", "channels", "layout", "dtype")
+_TEXT_OPTIONS = ("preprocessor", "text_field", "text_pair_field", "label_field", "max_length")
+# the options each kind reads; builtin: and .npz data are tensors already made, so they read none
+KIND_OPTIONS = {
+    "builtin": (),
+    "npz": (),
+    "images": (*_IMAGE_OPTIONS, "input", "limit"),
+    "text": (*_TEXT_OPTIONS, "limit"),
+    "parquet": (*_TEXT_OPTIONS, "limit"),
+    "hf-dataset": (*_TEXT_OPTIONS, "limit", "split"),
+    "audio": ("preprocessor", "max_length", "input", "limit"),
+}
+# options that name a file or folder the data is prepared with (part of what a step reads)
+PATH_OPTIONS = ("preprocessor",)
+
 # the CLI flags that add options to a spec
 FLAG_OPTIONS = ("preprocessor", "text_field", "text_pair_field", "label_field", "max_length", "size", "crop",
                 "layout", "mean", "std", "dtype", "channels")
@@ -91,9 +106,11 @@ class DataSpec:
 def parse_spec(text: str) -> DataSpec:
     """Split a spec into kind, path and options; refuse unknown kinds and options."""
     text = str(text)
-    if text.startswith("builtin:"):
-        return DataSpec("builtin", text)
     body, _, query = text.partition("?")
+    if text.startswith("builtin:"):
+        if query:
+            raise BadInput(f"{text!r}: builtin data takes no options ({query}): it is preprocessed already")
+        return DataSpec("builtin", text)
     kind = None
     head, sep, rest = body.partition(":")
     if sep and head in KINDS:
@@ -102,7 +119,28 @@ def parse_spec(text: str) -> DataSpec:
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise BadInput(f"unknown data option(s) {', '.join(unknown)} in {text!r}: known are {', '.join(OPTIONS)}")
-    return DataSpec(kind or detect_kind(body), body, options)
+    kind = kind or detect_kind(body)
+    ignored = [name for name in options if name not in KIND_OPTIONS[kind]]
+    if ignored:
+        raise BadInput(f"data option(s) {', '.join(ignored)} in {text!r} do not apply to {kind} data: "
+                       + (f"{kind} data reads {', '.join(KIND_OPTIONS[kind])}" if KIND_OPTIONS[kind] else
+                          "an .npz holds tensors already preprocessed"))
+    return DataSpec(kind, body, options)
+
+
+def spec_options(text: str) -> dict[str, str]:
+    """The options written in a spec (none for builtin:), without checking them or the path."""
+    text = str(text)
+    query = "" if text.startswith("builtin:") else text.partition("?")[2]
+    return dict(parse_qsl(query, keep_blank_values=True)) if query else {}
+
+
+def spec_kind(text: str) -> str | None:
+    """The kind of data a spec names, or None where it cannot be told (a missing path, say)."""
+    try:
+        return parse_spec(text).kind
+    except BadInput:
+        return None
 
 
 def detect_kind(path_text: str) -> str:
@@ -132,18 +170,31 @@ def detect_kind(path_text: str) -> str:
 
 
 def with_options(spec: str, **options) -> str:
-    """The spec with these options added (None values skipped); options already in it are kept over these."""
-    given = {name: value for name, value in options.items() if value is not None}
-    if not given or str(spec).startswith("builtin:") or str(spec).endswith(".npz"):
-        return str(spec)
+    """The spec with these options added (None values and options its kind does not read skipped);
+    options already in it are kept over these. `unused_options` says which no spec reads."""
     text = str(spec)
+    kind = spec_kind(text)  # None: a spec that will fail to load; its own text makes the clearer error
+    given = {name: value for name, value in options.items()
+             if value is not None and kind is not None and name in KIND_OPTIONS[kind]}
+    if not given:
+        return text
     _, _, query = text.partition("?")
-    present = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
+    present = spec_options(text)
     extra = "&".join(f"{name}={quote(str(value), safe=',./:-_')}" for name, value in given.items()
                      if name not in present)
     if not extra:
         return text
     return f"{text}{'&' if query else '?'}{extra}"
+
+
+def unused_options(options: dict, specs: list[str]) -> dict[str, list[str]]:
+    """option → the kinds of `specs` that would ignore it, for each given option (not None) that none
+    of the specs reads. Specs whose kind cannot be told are left to fail when loaded."""
+    kinds = [kind for kind in map(spec_kind, filter(None, specs)) if kind]
+    if not kinds:
+        return {}
+    return {name: kinds for name, value in options.items()
+            if value is not None and not any(name in KIND_OPTIONS[kind] for kind in kinds)}
 
 
 def spec_path(spec: str) -> str:

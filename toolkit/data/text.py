@@ -60,7 +60,7 @@ def load_tokenizer(folder: str):
         raise missing_library("transformers") from None
     try:
         return AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:  # a broken config raises any
         raise BadInput(f"{folder}: no tokenizer Edgeward can load ({str(error).splitlines()[0]})") from None
 
 
@@ -71,9 +71,10 @@ def model_max_length(tokenizer, folder: str) -> int:
     config = Path(folder) / "config.json"
     if config.is_file():
         try:
-            positions = json.loads(config.read_text()).get("max_position_embeddings")
+            settings = json.loads(config.read_text())
         except ValueError:
-            positions = None
+            settings = None
+        positions = settings.get("max_position_embeddings") if isinstance(settings, dict) else None
         if isinstance(positions, int) and positions > 0:
             return positions
     return FALLBACK_MAX_LENGTH

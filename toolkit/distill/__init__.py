@@ -100,6 +100,8 @@ def distill(teacher, student, data, *, val=None, epochs: int = 30, lr: float = 3
             raise BadInput("a student given as a module cannot be saved (nothing could rebuild it): pass a spec")
         initial_state = copy.deepcopy(student_obj.module.state_dict()) if baseline else None
         names = _input_names(teacher_obj, student_obj, train)
+        _check_teacher_inputs(teacher_obj, train)
+        _check_teacher_inputs(teacher_obj, val_data)
         train_t, val_t = _tensors(train, names), _tensors(val_data, names)
         teacher_train = _teacher_outputs(teacher_obj, train, names)
         teacher_val = _teacher_outputs(teacher_obj, val_data, names)
@@ -160,7 +162,8 @@ def _check_examples(dataset: Dataset) -> None:
 
 def _subset(dataset: Dataset, index: np.ndarray, part: str) -> Dataset:
     labels = None if dataset.labels is None else dataset.labels[index]
-    return Dataset({k: v[index] for k, v in dataset.inputs.items()}, labels, f"{dataset.name} ({part})")
+    return Dataset({k: v[index] for k, v in dataset.inputs.items()}, labels, f"{dataset.name} ({part})",
+                   dataset.meta)
 
 
 def _input_names(teacher: Teacher, student: Student, data: Dataset) -> list[str]:
@@ -174,6 +177,21 @@ def _input_names(teacher: Teacher, student: Student, data: Dataset) -> list[str]
     if not names:
         raise BadInput(f"data {data.name} has inputs {sorted(data.inputs)}, the teacher wants {teacher.input_names}")
     return names
+
+
+def _check_teacher_inputs(teacher: Teacher, dataset: Dataset) -> None:
+    """Data that does not fit a teacher whose input shapes are known (an image folder in NHWC for an
+    NCHW model, grayscale for RGB) is named as such, before the teacher fails on it."""
+    from toolkit.common.tensors import TensorSpec
+    from toolkit.data import check_matches
+
+    if teacher.kind == "runtime":
+        specs = teacher.runner.inputs
+    elif teacher.kind == "digits":
+        specs = [TensorSpec(teacher.input_names[0], [None, 1, 8, 8], "float32")]
+    else:
+        return
+    check_matches(dataset, specs)
 
 
 def _tensors(dataset: Dataset, names: list[str]) -> dict:
@@ -364,6 +382,13 @@ def _runtime_parameters(teacher: Teacher) -> int:
     return int(sum(int(np.prod(init.dims)) for init in model.graph.initializer))
 
 
+def _data_record(train: Dataset, val: Dataset) -> dict:
+    record = {"train": train.name, "val": val.name, "train_examples": len(train), "val_examples": len(val)}
+    if train.meta.get("classes"):  # folder or text labels: class i is the i-th name
+        record["classes"] = train.meta["classes"]
+    return record
+
+
 def _save(result: DistillResult, teacher: Teacher, student: Student, train: Dataset, val: Dataset, hyper: dict,
           out_dir, force: bool) -> tuple[Path, dict]:
     from toolkit.artifacts import new_manifest, source_record, staged_folder, write_manifest
@@ -392,7 +417,7 @@ def _save(result: DistillResult, teacher: Teacher, student: Student, train: Data
             teacher=teacher.spec,
             student_spec=student.spec,
             hyper=hyper,
-            data={"train": train.name, "val": val.name, "train_examples": len(train), "val_examples": len(val)},
+            data=_data_record(train, val),
             inputs=inputs,
             accuracy=summary["accuracy"],
             agreement=summary["agreement"],

@@ -2,9 +2,9 @@
 
 A step's key covers its stage, its options, the keys of the steps it reads and the content
 of every input from outside the run: the source model (a file, a Hugging Face folder or an
-artifact folder), data files, the device profiles of bench and estimate steps (the resolved
-file and the profiles it extends) and the break-even scenario with the profile and catalogue
-entries it names. `builtin:` specs are their text plus the package version.
+artifact folder), data files and the folders their options name (`preprocessor=`), the
+device profiles of bench and estimate steps (the resolved file and the profiles it extends)
+and the break-even scenario with the profile and catalogue entries it names. `builtin:` specs are their text plus the package version.
 """
 
 from __future__ import annotations
@@ -61,12 +61,32 @@ def spec_hash(spec: str) -> dict:
         return {"spec": spec, "edgeward": __version__}
     from toolkit.data import spec_path  # a data spec's file or folder, without `images:` or `?options`
 
+    record = {"spec": spec, **option_reads(spec)}
     path = Path(spec_path(spec))
     if path.is_file():
-        return {"spec": spec, "sha256": cached_sha256(path)}
+        return {**record, "sha256": cached_sha256(path)}
     if path.is_dir():
-        return {"spec": spec, "tree": folder_hash(path)}
-    return {"spec": spec}  # a factory (package.module:fn) or a student rule (shrink:0.5)
+        return {**record, "tree": folder_hash(path)}
+    return record  # a factory (package.module:fn) or a student rule (shrink:0.5)
+
+
+def option_reads(spec: str) -> dict:
+    """The content of the files and folders a data spec's options name (`preprocessor=DIR`):
+    a changed tokenizer or preprocessor_config.json changes the tensors the step reads."""
+    from toolkit.data import PATH_OPTIONS, spec_options
+
+    reads = {}
+    for name, value in spec_options(spec).items():
+        path = Path(value)
+        if name not in PATH_OPTIONS or not value:
+            continue
+        if path.is_file():
+            reads[name] = cached_sha256(path)
+        elif path.is_dir():
+            reads[name] = folder_hash(path)
+        else:
+            reads[name] = None
+    return {"option_reads": reads} if reads else {}
 
 
 def folder_hash(folder: Path) -> str:

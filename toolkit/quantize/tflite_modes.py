@@ -16,9 +16,10 @@ import numpy as np
 from toolkit.common.quiet import quiet
 from toolkit.errors import BadInput, NothingQuantized, Unsupported
 from toolkit.quantize.calibration import calibration_batches
+from toolkit.quantize.tflite_rewrite import op_scopes
 
 
-def _recipe(kind: str, *, per_channel: bool = True, exclude_nodes=None, bits: int = 8):
+def _recipe(kind: str, model_path: Path, *, per_channel: bool = True, exclude_nodes=None, bits: int = 8):
     from ai_edge_quantizer import recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
     from ai_edge_quantizer.qtyping import QuantGranularity, TFLOperationName
@@ -44,11 +45,12 @@ def _recipe(kind: str, *, per_channel: bool = True, exclude_nodes=None, bits: in
         manager.add_weight_only_config(
             regex=every, operation_name=ops, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING,
         )
-    # the whole tensor name: litert's names prefix one another ("conv" / "conv1"), so a
-    # substring would keep many more layers float than asked
-    for name in exclude_nodes or []:
+    # ai-edge-quantizer matches a regex against each op's scope (its output names joined, each
+    # followed by ";"); litert's names prefix one another and hold ";" themselves, so anything
+    # looser than the whole scope keeps more layers float than asked, or none.
+    for scope in op_scopes(model_path.read_bytes(), exclude_nodes or []):
         manager.add_quantization_config(
-            regex=f"^{re.escape(name)}$", operation_name=ops, algorithm_key=AlgorithmName.NO_QUANTIZE,
+            regex=f"^{re.escape(scope)}$", operation_name=ops, algorithm_key=AlgorithmName.NO_QUANTIZE,
         )
     return manager.get_quantization_recipe()
 
@@ -92,31 +94,31 @@ def _run(model_path: Path, out_path: Path, recipe, mode: str, calibration=None) 
 
 
 def dynamic_int8(model_path: Path, out_path: Path, *, per_channel: bool = True, exclude_nodes=None, **_) -> dict:
-    notes = _run(model_path, out_path, _recipe("dynamic", per_channel=per_channel, exclude_nodes=exclude_nodes),
+    notes = _run(model_path, out_path, _recipe("dynamic", model_path, per_channel=per_channel, exclude_nodes=exclude_nodes),
                  "dynamic-int8")
     return {"recipe": "dynamic_wi8_afp32", "per_channel": per_channel, **notes}
 
 
 def weight_int8(model_path: Path, out_path: Path, *, per_channel: bool = True, exclude_nodes=None, **_) -> dict:
-    notes = _run(model_path, out_path, _recipe("weight", per_channel=per_channel, exclude_nodes=exclude_nodes),
+    notes = _run(model_path, out_path, _recipe("weight", model_path, per_channel=per_channel, exclude_nodes=exclude_nodes),
                  "weight-int8")
     return {"recipe": "weight_only_wi8_afp32", "per_channel": per_channel, **notes}
 
 
 def weight_int4(model_path: Path, out_path: Path, *, per_channel: bool = True, exclude_nodes=None, **_) -> dict:
-    recipe = _recipe("weight", per_channel=per_channel, exclude_nodes=exclude_nodes, bits=4)
+    recipe = _recipe("weight", model_path, per_channel=per_channel, exclude_nodes=exclude_nodes, bits=4)
     notes = _run(model_path, out_path, recipe, "weight-int4")
     return {"recipe": "weight_only_wi4_afp32", "per_channel": per_channel, **notes}
 
 
 def fp16(model_path: Path, out_path: Path, *, exclude_nodes=None, **_) -> dict:
-    notes = _run(model_path, out_path, _recipe("fp16", exclude_nodes=exclude_nodes), "fp16")
+    notes = _run(model_path, out_path, _recipe("fp16", model_path, exclude_nodes=exclude_nodes), "fp16")
     return {"recipe": "float_casting fp16 weights", **notes}
 
 
 def static_int8(model_path: Path, out_path: Path, *, calibration, per_channel: bool = True,
                 exclude_nodes=None, **_) -> dict:
-    recipe = _recipe("static", per_channel=per_channel, exclude_nodes=exclude_nodes)
+    recipe = _recipe("static", model_path, per_channel=per_channel, exclude_nodes=exclude_nodes)
     notes = _run(model_path, out_path, recipe, "static-int8", calibration)
     return {"recipe": "static_wi8_ai8", "per_channel": per_channel, "calibration_method": "minmax", **notes}
 

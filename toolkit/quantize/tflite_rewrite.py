@@ -9,6 +9,10 @@
   visible (and quantizable) again.
 - `constant_types`: how many constant tensors of each type a model holds, to tell whether
   a quantization changed any weight.
+- `op_scopes`: the scopes (as ai-edge-quantizer names ops) of the ops that output given
+  tensors, so a recipe keeps exactly those ops float.
+- `weighted_op_outputs`: the output tensor names of the ops that read float weights, to tell
+  whether a mixed-precision exclusion list leaves any weight to quantize.
 """
 
 from __future__ import annotations
@@ -144,3 +148,47 @@ def constant_types(model_bytes: bytes) -> Counter:
             if _constant_data(model, tensor) is not None:
                 counts[flatbuffer_utils.type_to_name(tensor.type)] += 1
     return counts
+
+
+def weighted_op_outputs(model_bytes: bytes) -> set[str]:
+    """Output tensor names (as the interpreter and ai-edge-quantizer's scopes spell them) of
+    every op that reads a float32 constant of two or more dimensions: the layers holding weights."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = _read(model_bytes)
+    outputs: set[str] = set()
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators or []:
+            reads_weight = any(
+                index >= 0 and subgraph.tensors[index].type == schema.TensorType.FLOAT32
+                and len(subgraph.tensors[index].shape) >= 2
+                and _constant_data(model, subgraph.tensors[index]) is not None
+                for index in op.inputs
+            )
+            if reads_weight:
+                outputs.update(_key(subgraph.tensors[index].name or b"") for index in op.outputs if index >= 0)
+    return outputs
+
+
+SCOPE_LIMIT = 10000  # ai-edge-quantizer truncates a scope to this many characters
+
+
+def op_scopes(model_bytes: bytes, tensor_names) -> list[str]:
+    """The scope of each op that outputs one of TENSOR_NAMES: its output names, each followed by
+    ";" (its input names when it has no named output), as ai-edge-quantizer matches recipes."""
+    wanted = set(tensor_names)
+    if not wanted:
+        return []
+    model = _read(model_bytes)
+    scopes, found = [], set()
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators or []:
+            outputs = [_key(subgraph.tensors[i].name or b"") for i in op.outputs if i >= 0]
+            named = [name for name in outputs if name] or [
+                _key(subgraph.tensors[i].name) for i in op.inputs if i >= 0 and subgraph.tensors[i].name]
+            if wanted.intersection(outputs):
+                found.update(wanted.intersection(outputs))
+                scopes.append("".join(f"{name};" for name in named)[:SCOPE_LIMIT])
+    if wanted - found:
+        logger.warning("no op outputs %s: kept as quantized", ", ".join(sorted(wanted - found)))
+    return list(dict.fromkeys(scopes))

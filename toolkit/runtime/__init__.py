@@ -8,6 +8,7 @@ right one for any spec).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ class OnnxRunner:
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises several unrelated types
-            raise BadInput(f"{path}: onnxruntime cannot load it: {first_line(error)}") from None
+            raise onnx_load_error(path, error) from None
         self.path = path
         self.inputs = [onnx_spec(arg) for arg in self.session.get_inputs()]
         self.outputs = [onnx_spec(arg) for arg in self.session.get_outputs()]
@@ -69,7 +70,7 @@ class TfliteRunner:
                 self.interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
                 self.interpreter.allocate_tensors()
         except Exception as error:
-            raise BadInput(f"{path}: the TFLite interpreter cannot load it: {first_line(error)}") from None
+            raise tflite_load_error(path, error) from None
         self.path = path
         details = self.interpreter.get_input_details()
         self._input_details = details
@@ -101,6 +102,38 @@ class TfliteRunner:
             raise
         except Exception as error:
             raise BadInput(f"{self.path.name}: inference failed: {first_line(error)}") from None
+
+
+# what onnxruntime and LiteRT say about a valid model they cannot run (exit 3, not 2)
+_ONNX_UNSUPPORTED = ("NOT_IMPLEMENTED", "is not a registered function/op", "Current official support for domain")
+_TFLITE_UNSUPPORTED = ("unresolved custom op", "Didn't find op for builtin opcode", "Didn't find custom op")
+
+
+def onnx_load_error(path: Path, error: Exception) -> BadInput | Unsupported:
+    """Unsupported for a valid model onnxruntime cannot run (an op without a kernel, a custom op,
+    an opset newer than the runtime); BadInput for a broken or invalid one."""
+    text = str(error)
+    if not any(marker in text for marker in _ONNX_UNSUPPORTED):
+        return BadInput(f"{path}: onnxruntime cannot load it: {first_line(error)}")
+    reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text.split(" failed:", 1)[-1].strip())
+    if "Current official support for domain" in text:
+        support = text.rsplit("Current official support", 1)[-1].strip().rstrip(".")
+        reason = f"its opset is newer than it runs (official support {support})"
+    return Unsupported(f"{path}: onnxruntime {_ort_version()} cannot run this model: {first_line(reason)}")
+
+
+def tflite_load_error(path: Path, error: Exception) -> BadInput | Unsupported:
+    """Unsupported for a valid model LiteRT cannot run (a custom op, an op version newer than the
+    runtime); BadInput for a broken one."""
+    if any(marker in str(error) for marker in _TFLITE_UNSUPPORTED):
+        return Unsupported(f"{path}: the TFLite interpreter cannot run this model: {first_line(error)}")
+    return BadInput(f"{path}: the TFLite interpreter cannot load it: {first_line(error)}")
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 def _signature_names(interpreter) -> dict[int, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from toolkit.common.tensors import TensorSpec
-from toolkit.errors import BadInput
+from toolkit.errors import BadInput, Unsupported
 from toolkit.sources.source import Source
 
 # architecture suffix -> optimum task, and the outputs optimum names for it
@@ -95,7 +95,9 @@ def load_model(folder: Path, config: dict, *, trust_remote_code: bool):
             )
         except Exception as error:
             text = str(error).strip().splitlines()
-            raise BadInput(f"{folder}: transformers cannot load it ({(text[0] if text else type(error).__name__)[:200]})") from None
+            # a model type this transformers does not know is a valid folder Edgeward cannot handle
+            kind = Unsupported if "does not recognize this architecture" in str(error) else BadInput
+            raise kind(f"{folder}: transformers cannot load it ({(text[0] if text else type(error).__name__)[:200]})") from None
     return model.eval()
 
 
@@ -117,7 +119,7 @@ def _inputs_for(model, config, folder: Path) -> list[TensorSpec]:
         if not size[0]:
             raise BadInput(f"{folder}: the config gives no image_size; pass --input-shape pixel_values=1x3xHxW")
         return [TensorSpec("pixel_values", ["batch_size", channels, int(size[0]), int(size[1])], "float32")]
-    raise BadInput(f"{folder}: a {config.model_type} model takes neither input_ids nor pixel_values; not supported yet")
+    raise Unsupported(f"{folder}: a {config.model_type} model takes neither input_ids nor pixel_values; not supported yet")
 
 
 class HfWrapper(torch.nn.Module):

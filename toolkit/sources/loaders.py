@@ -15,7 +15,7 @@ from pathlib import Path
 
 from toolkit.common.tensors import TensorSpec
 from toolkit.common.text import first_line
-from toolkit.errors import BadInput
+from toolkit.errors import BadInput, Unsupported
 from toolkit.safety.pickle import PICKLE_SUFFIXES
 from toolkit.sources.source import Source
 
@@ -247,7 +247,7 @@ def load_pt2(path: Path) -> Source:
     for name in user_inputs:
         value = placeholders[name].meta.get("val")
         if value is None or not hasattr(value, "shape"):
-            raise BadInput(f"{path}: input {name!r} is not a tensor; only tensor inputs are supported")
+            raise Unsupported(f"{path}: input {name!r} is not a tensor; only tensor inputs are supported")
         shape = [int(d) if _is_int(d) else str(d) for d in value.shape]
         inputs.append(TensorSpec(name, shape, str(value.dtype).removeprefix("torch.")))
     outputs = []

@@ -277,7 +277,7 @@ def _exposed_session(model, tensors: list[str]):
     try:
         return ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises several unrelated types
-        raise BadInput(f"per-layer: onnxruntime cannot load the exposed graph: {str(error).splitlines()[0][:200]}") from None
+        raise Unsupported(f"per-layer: onnxruntime cannot load the exposed graph: {str(error).splitlines()[0][:200]}") from None
 
 
 def _run_exposed(session, feeds) -> dict[str, np.ndarray]:
