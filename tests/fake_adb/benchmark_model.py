@@ -2,8 +2,10 @@
 
 NOT the real tool (a C++ binary built from the LiteRT sources, pushed to the phone by the
 user). It takes the flags toolkit/devices/adb.py passes (--graph, --num_runs, --warmup_runs,
---num_threads, --report_peak_memory_footprint), times the model on seeded random inputs,
-and prints its figures in the real tool's output format, which adb.py parses. Its figures
+--num_threads, --report_peak_memory_footprint, --print_postinvoke_state), times the model on
+seeded random inputs, and prints its figures in the real tool's output format, which adb.py
+parses. The interpreter state (where each node ran) is LiteRT's own execution plan, read with
+the device runner's `tflite_delegated_by` and printed as tflite::PrintInterpreterState does. Its figures
 are real measurements of the Python interpreter loop on whatever runs it (under QEMU, an
 emulation's: meaningless as device timings).
 """
@@ -13,6 +15,7 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 
 def flags(argv):
@@ -22,6 +25,7 @@ def flags(argv):
     parser.add_argument("--warmup_runs", type=int, default=1)
     parser.add_argument("--num_threads", type=int, default=-1)
     parser.add_argument("--report_peak_memory_footprint", default="false")
+    parser.add_argument("--print_postinvoke_state", default="false")
     return parser.parse_args(argv)
 
 
@@ -37,6 +41,38 @@ def stats(times_us):
     return (f"count={count} first={int(times_us[0])} curr={int(times_us[-1])} min={int(ordered[0])} "
             f"max={int(ordered[-1])} avg={mean:g} std={int(std)} p5={int(pick(0.05))} median={int(pick(0.5))} "
             f"p95={int(pick(0.95))}")
+
+
+def print_interpreter_state(interpreter) -> None:
+    """Node lines in tflite::PrintInterpreterState's format (optional_debug_tools.cc)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "toolkit" / "devices"))
+    from runner import tflite_delegated_by
+
+    try:
+        from ai_edge_litert.schema_py_generated import BuiltinOperator
+    except ImportError:
+        BuiltinOperator = None
+    ops = interpreter._get_ops_details()
+    delegated = tflite_delegated_by(ops)
+    nodes = [op for op in ops if op["op_name"] != "DELEGATE"]
+    partitions = [op for op in ops if op["op_name"] == "DELEGATE"]
+    if partitions:
+        print(f"INFO: Replacing {len(delegated)} out of {len(nodes)} node(s) with delegate (TfLiteXNNPackDelegate) "
+              f"node, yielding {len(partitions)} partitions for the whole graph.")
+    print("INFO: \n====Printing out TfLite interpreter post-invoke state begins====")
+    print("Interpreter has 1 subgraphs.\n")
+    print(f"-----------Subgraph-0 has {len(interpreter.get_tensor_details())} tensors and {len(ops)} nodes------------")
+    for op in ops:
+        if op["op_name"] == "DELEGATE":
+            print(f"Node {op['index']:3d} Operator Custom Name TfLiteXNNPackDelegate ")
+            continue
+        code = getattr(BuiltinOperator, op["op_name"], -1) if BuiltinOperator else -1
+        status = (f"(delegated by node {delegated[op['index']]})" if op["index"] in delegated
+                  else "(not delegated)")
+        print(f"Node {op['index']:3d} Operator Builtin Code {code:3d} {op['op_name']} {status}")
+        print(f"  {len(op['inputs'])} Input Tensors:[{','.join(str(i) for i in op['inputs'])}]")
+        print(f"  {len(op['outputs'])} Output Tensors:[{','.join(str(i) for i in op['outputs'])}]")
+    print("INFO: ====Printing out TfLite interpreter post-invoke state ends====")
 
 
 def main(argv):
@@ -90,6 +126,8 @@ def main(argv):
     if args.report_peak_memory_footprint.lower() in ("1", "true"):
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"INFO: Overall peak memory footprint (MB) via periodic monitoring: {peak_mb:g}")
+    if args.print_postinvoke_state.lower() in ("1", "true"):
+        print_interpreter_state(interpreter)
     return 0
 
 

@@ -92,7 +92,7 @@ def bench(model, *, device: str = "localhost", runs: int = 50, warmup: int = 5, 
         record.update(mode="estimate", estimate=True, complete=True)
         record["model"].update(precision=figures["model"]["precision"])
         record["latency_ms"] = {"p50": latency.get("latency_ms"), "mean": latency.get("latency_ms")}
-        apply_calibration(record, profile.name)
+        apply_calibration(record, profile)
         return record
     inputs = None
     if data is not None:
@@ -121,41 +121,43 @@ def bench(model, *, device: str = "localhost", runs: int = 50, warmup: int = 5, 
     return record
 
 
-def apply_calibration(record: dict, device: str) -> None:
-    """Replace the roofline p50 by the device's calibrated estimate where it has measured runs."""
-    from toolkit.bench.calibration import calibrated_latency
+def apply_calibration(record: dict, profile) -> None:
+    """Replace the roofline p50 by the calibrated estimate where the device, or a device of its CPU
+    family, has measured runs."""
+    from toolkit.bench.calibration import calibrated_estimate, cpu_family_of
 
     roofline_ms = (record.get("latency") or {}).get("latency_ms")
     if roofline_ms is None:
         record["calibration"] = {"calibrated": False, "why": "no roofline for this device"}
         return
-    calibrated = calibrated_latency(device, model_format=record["model"]["format"],
-                                    precision=record["model"].get("precision"), roofline_ms=roofline_ms,
-                                    nodes=record.get("node_count", 0), model_sha256=record["model"]["sha256"])
+    calibrated = calibrated_estimate(profile, record, model_sha256=record["model"]["sha256"])
     if calibrated is None:
-        record["calibration"] = {"calibrated": False, "runs": 0,
-                                 "why": f"no measured bench on {device} yet (edgeward bench MODEL --device {device})"}
+        family = cpu_family_of(profile)
+        record["calibration"] = {"calibrated": False, "runs": 0, "cpu_family": family,
+                                 "why": f"no measured bench on {profile.name}"
+                                        + (f" or a device of its CPU family {family}" if family else "")
+                                        + f" yet (edgeward bench MODEL --device {profile.name})"}
         return
     record["calibration"] = {"calibrated": True, "roofline_ms": roofline_ms, **calibrated}
     record["latency_ms"] = {"p50": calibrated["latency_ms"], "mean": calibrated["latency_ms"]}
 
 
 def calibrate_from(record: dict, path: Path, profile) -> None:
-    """Store this measured run as a calibration point for the device's estimates."""
-    from toolkit.bench.calibration import record_run
+    """Store this measured run as a calibration point for the estimates of the device and its CPU family."""
+    from toolkit.bench.calibration import cpu_family_of, record_run, run_point
     from toolkit.bench.estimate import estimate as estimate_model
 
     try:
         figures = estimate_model(path, profile, input_shapes=record.get("input_shapes"))
-        roofline_ms = (figures.get("latency") or {}).get("latency_ms")
-        if not roofline_ms:
+        point = run_point(figures, cpu_family_of(profile))
+        if not point["roofline_ms"]:
             return
         runs = record_run(profile.name, {
-            "model_sha256": record["model"]["sha256"], "model": record["model"]["path"],
-            "format": figures["model"]["format"], "precision": figures["model"]["precision"],
-            "shapes": record.get("input_shapes"), "roofline_ms": roofline_ms, "nodes": figures["node_count"],
+            "model_sha256": record["model"]["sha256"], "model": record["model"]["path"], **point,
+            "shapes": record.get("input_shapes"), "threads": record.get("threads"),
             "measured_ms": record["latency_ms"]["p50"], "measured_at": record["measured_at"]})
-        record["calibration"] = {"recorded": True, "device_runs": runs, "roofline_ms": roofline_ms}
+        record["calibration"] = {"recorded": True, "device_runs": runs, "roofline_ms": point["roofline_ms"],
+                                 "cpu_family": point["cpu_family"]}
     except Exception as error:  # a calibration point is a bonus, never a reason to lose the measurement
         logger.warning("could not record a calibration point for %s: %s", profile.name, error)
 
@@ -260,5 +262,10 @@ def calibration_line(record: dict) -> str | None:
         return None
     if not calibration.get("calibrated"):
         return f"UNCALIBRATED roofline only: {calibration.get('why')}"
+    where = ", ".join(calibration.get("source") or [])
+    family = calibration.get("cpu_family")
+    if where and family and calibration.get("source") != [record["device"]["name"]]:
+        where += f", same family {family}"
     return (f"CALIBRATED {human_ms(calibration['latency_ms'])} from {calibration['runs']} measured runs of "
-            f"{calibration['models']} models ({calibration['scope']}; roofline {human_ms(calibration['roofline_ms'])})")
+            f"{calibration['models']} models on {where or 'this device'} ({calibration['scope']}; "
+            f"roofline {human_ms(calibration['roofline_ms'])})")

@@ -36,6 +36,7 @@ class OpCount:
     macs: int
     bytes_moved: int
     output_shape: list
+    folded: bool = False  # a runtime folds it away before running (see FOLDED)
 
 
 @dataclass
@@ -104,6 +105,8 @@ def count_onnx(path: Path, input_shapes: dict | None = None) -> GraphCount:
     parameters = sum(_prod(init.dims) for init in initializers.values() if len(init.dims) > 0)
     weight_bytes = sum(_prod(init.dims) * _onnx_itemsize(init.data_type) for init in initializers.values())
     ops = []
+    graph_inputs = {i.name for i in graph.input} - set(initializers)
+    graph_outputs = {o.name for o in graph.output}
     for node in graph.node:
         if node.op_type == "Constant":
             continue
@@ -113,7 +116,11 @@ def count_onnx(path: Path, input_shapes: dict | None = None) -> GraphCount:
         flops, macs = _onnx_flops(node.op_type, in_shapes, out_shape, attrs)
         moved = sum(_prod(shapes.get(n)) * itemsize.get(n, 4) for n in [*node.input, *node.output]
                     if n and shapes.get(n) is not None)
-        ops.append(OpCount(node.name or node.output[0], node.op_type, flops, macs, moved, out_shape or []))
+        # a quantize of a graph input or a dequantize of a graph output is real work; other Q/DQ fuse
+        boundary = (node.op_type == "QuantizeLinear" and node.input[0] in graph_inputs) or (
+            node.op_type == "DequantizeLinear" and node.output[0] in graph_outputs)
+        ops.append(OpCount(node.name or node.output[0], node.op_type, flops, macs, moved, out_shape or [],
+                           folded=node.op_type in FOLDED and not boundary))
     precision = _onnx_precision(graph, initializers, np, numpy_helper)
     produced = {out for node in graph.node if node.op_type != "Constant" for out in node.output}
     activations = [(node.output, [n for n in node.input if n in produced]) for node in graph.node
@@ -244,7 +251,7 @@ def count_tflite(path: Path) -> GraphCount:
         out = shape(int(op["outputs"][0])) if len(op["outputs"]) else None
         flops, macs = _tflite_flops(name, ins, out)
         moved = sum(nbytes(int(i)) for i in [*op["inputs"], *op["outputs"]] if i >= 0)
-        ops.append(OpCount(f"{name}_{op['index']}", name, flops, macs, moved, out or []))
+        ops.append(OpCount(f"{name}_{op['index']}", name, flops, macs, moved, out or [], folded=name in FOLDED))
     activations = [([int(i) for i in op["outputs"]], [int(i) for i in op["inputs"] if i in produced])
                    for op in op_details if op["op_name"] != "DELEGATE"]
     peak, total = _activation_memory(activations, inputs, outputs, nbytes)
@@ -322,6 +329,50 @@ def roofline(count: GraphCount, peak_gops: float, bandwidth_gbps: float) -> dict
             "arithmetic_intensity": round(count.flops / max(1, sum(o.bytes_moved for o in count.ops)), 3)}
 
 
+CONVOLUTIONS = {"Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "CONV_2D", "CONV_3D", "DEPTHWISE_CONV_2D",
+                "TRANSPOSE_CONV"}
+MATMULS = {"Gemm", "MatMul", "MatMulInteger", "QLinearMatMul", "MatMulNBits", "FULLY_CONNECTED", "BATCH_MATMUL"}
+# nodes a runtime folds away before it runs the graph: constants and the shape arithmetic of an
+# exported graph (fixed shapes make it constant), and the quantize/dequantize pairs that a QDQ
+# graph fuses into its integer kernels
+FOLDED = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "ConstantOfShape", "Range", "Cast", "Equal",
+          "Expand", "Slice", "QuantizeLinear", "DequantizeLinear", "Identity", "Reshape", "Flatten",
+          "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "DEQUANTIZE", "SHAPE", "GATHER", "STRIDED_SLICE", "CAST"}
+OP_CLASSES = ("conv", "matmul", "elementwise", "other")
+
+
+def op_class(op: str) -> str:
+    """conv, matmul, elementwise or other: the classes whose efficiency a calibration learns."""
+    if op in CONVOLUTIONS:
+        return "conv"
+    if op in MATMULS:
+        return "matmul"
+    if op in ELEMENTWISE:
+        return "elementwise"
+    return "other"
+
+
+def roofline_by_class(count: GraphCount, peak_gops: float, bandwidth_gbps: float) -> dict:
+    """The roofline split by op class: {class: {roofline_ms, compute_ms, memory_ms, flops, nodes}}, the
+    ops a runtime folds away in a class of their own (`folded`), and `dispatched_nodes`, the nodes
+    it still dispatches (what per-node overhead multiplies)."""
+    table = {name: {"roofline_ms": 0.0, "compute_ms": 0.0, "memory_ms": 0.0, "flops": 0, "nodes": 0}
+             for name in (*OP_CLASSES, "folded")}
+    for op in count.ops:
+        row = table["folded" if op.folded else op_class(op.op)]
+        compute = op.flops / (peak_gops * 1e9) if peak_gops else 0.0
+        memory = op.bytes_moved / (bandwidth_gbps * 1e9) if bandwidth_gbps else 0.0
+        row["roofline_ms"] += max(compute, memory) * 1000
+        row["compute_ms"] += compute * 1000
+        row["memory_ms"] += memory * 1000
+        row["flops"] += op.flops
+        row["nodes"] += 1
+    for row in table.values():
+        for key in ("roofline_ms", "compute_ms", "memory_ms"):
+            row[key] = round(row[key], 6)
+    return {"classes": table, "dispatched_nodes": len(count.ops) - table["folded"]["nodes"]}
+
+
 def _peak_for(accelerator: dict, precision: str) -> tuple[float | None, str]:
     """The accelerator's peak for the model's precision, falling back to the nearest it states."""
     peaks = accelerator.get("peak_gops") or {}
@@ -364,6 +415,7 @@ def estimate(model_path, profile, input_shapes: dict | None = None) -> dict:
                "peak_gops": peak, "memory_bandwidth_gbps": bandwidth, **roofline(count, peak, bandwidth)}
         figure = accelerator["peak_gops"][used]
         row["peak_basis"] = figure.get("source") or f"estimate: {figure.get('estimate')}"
+        row["by_class"] = roofline_by_class(count, peak, bandwidth)
         per_accelerator.append(row)
     primary = next((row for row in per_accelerator if row["type"] == "cpu"), per_accelerator[0] if per_accelerator
                    else None)

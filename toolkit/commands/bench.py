@@ -23,8 +23,8 @@ PCT of the work ran outside the delegate / preferred provider), the CPU governor
 temperature, and a drift flag. Shapes come from --shapes, --data, the export's manifest or
 the Hugging Face config (--seq-len for token inputs); the report says which. --estimate
 needs no device: a roofline from the graph's FLOPs and bytes and the profile's peaks (says
-compute- or memory-bound), calibrated by the measured benches on that device (stored in
-the user's config folder), and a fit check (exit 1 if the model does not fit). Devices on adb run LiteRT's
+compute- or memory-bound), calibrated by the measured benches on that device, else on devices
+and hosts of its CPU family (stored in the user's config folder), and a fit check (exit 1 if the model does not fit). Devices on adb run LiteRT's
 benchmark_model (tested on recorded output and against a test adb stand-in: no phone is
 attached). On an emulated board (emulated: true) timings are labelled EMULATED and never priced.
 Exit 4 on device faults; a run cut short writes -o marked "complete": false.""")

@@ -26,7 +26,7 @@ Exit 1 when a device drifts beyond tolerance, 2 on bad input, 4 on a device faul
 @click.option("--reference", default=None, help="Also compare each device with this reference model.")
 @click.option("--examples", type=int, default=None, help="Use only the first N examples of DATA.")
 @click.option("--per-layer/--no-per-layer", default=True, show_default=True,
-              help="Compare every node's output (ONNX) and name the first that diverges.")
+              help="Compare every node's output (ONNX, TFLite) and name the first that diverges.")
 @click.option("--profiles", type=click.Path(exists=True, file_okay=False), default=None,
               help="Extra folder of device profiles (searched before the builtin ones).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the report JSON here.")

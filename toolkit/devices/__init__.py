@@ -173,13 +173,14 @@ def bench_on_device(model_path, device: str, *, runs: int = 50, warmup: int = 5,
 
 def run_on_device(model_path, inputs: dict, device: str, *, runs: int = 1, warmup: int = 0,
                   threads: int | None = None, profiles_dir=None, timeout: float = DEFAULT_TIMEOUT_S,
-                  facts: dict | None = None) -> list:
+                  facts: dict | None = None, all_tensors: bool = False) -> list:
     """Run `inputs` (arrays named after the model's inputs, each with its examples on the axis
     the model's signature gives: axis 0, axis 1 for a state [2, batch, 128]; 0-d inputs are
     passed whole with every batch) through the model on the device and bring the outputs
     back, in order, joined along their example axis. `runs`/`warmup` are accepted for
     symmetry with bench; predictions are computed once. `facts`, when given, receives the
-    runner's result line (runtime, delegate, `machine` as the device reports it)."""
+    runner's result line (runtime, delegate, `machine` as the device reports it). `all_tensors`
+    (TFLite): every op's output follows the model's outputs, named in `facts["tensors"]`."""
     import numpy as np
 
     del runs, warmup
@@ -191,7 +192,7 @@ def run_on_device(model_path, inputs: dict, device: str, *, runs: int = 1, warmu
                           f"does not return its outputs; set 'python:' in the profile's transport to a Python "
                           f"on the phone (e.g. Termux's, with numpy and a runtime), or validate on an ssh device")
     model = _model_file(model_path)
-    tail = ["predict"] + (["--threads", str(threads)] if threads else [])
+    tail = ["predict"] + (["--threads", str(threads)] if threads else []) + (["--all-tensors"] if all_tensors else [])
     with tempfile.TemporaryDirectory(prefix="edgeward-run-") as scratch:
         session, pulled, failure = _run_runner(profile, model, tail, inputs=inputs, pull="outputs.npz",
                                                timeout=timeout, scratch=Path(scratch))

@@ -10,6 +10,10 @@ No phone is attached where Edgeward is developed: the parser is tested on record
 push, shell, pull, clean-up) runs in tests/test_adb_flow.py against tests/fake_adb/adb, a
 stand-in that serves the emulated ARM64 board; see the README for a real phone.
 
+Where each op ran comes from the same run: `--print_postinvoke_state=true` makes the tool print
+the interpreter's node list after the timed runs (each node "delegated by node N" or "not
+delegated"), which `parse_placement` turns into the record the device runner gives over ssh.
+
 `adb shell` joins its arguments and hands them to the device's shell, so the remote
 command is one string with every argument `shlex.quote`d.
 """
@@ -120,7 +124,8 @@ def bench_adb(profile, model: Path, *, runs: int, warmup: int, threads: int | No
             transport.shell(f"chmod 755 {shlex.quote(binary)}")
         graph = transport.push(model, "model.tflite")
         argv = [binary, f"--graph={graph}", f"--num_runs={runs}", f"--warmup_runs={warmup}",
-                f"--num_threads={threads or 4}", "--report_peak_memory_footprint=true"]
+                f"--num_threads={threads or 4}", "--report_peak_memory_footprint=true",
+                "--print_postinvoke_state=true"]  # printed after the timed runs: the timings are untouched
         completed = transport.shell(shlex.join(argv), timeout=timeout)
     parsed = parse_benchmark_model(completed.stdout + "\n" + completed.stderr)
     parsed.update(device=profile.name, transport={"type": "adb"}, runs_requested=runs)
@@ -208,4 +213,61 @@ def parse_benchmark_model(text: str) -> dict:
     result["threads"] = int(threads.group(1)) if threads else None
     size = next((m for m in map(_SIZE.search, lines) if m), None)
     result["model_size_mb"] = float(size.group(1)) if size else None
+    result["placement"] = parse_placement(lines)
     return result
+
+
+_NODE = re.compile(r"^Node\s+(\d+) Operator (?:Builtin Code\s+-?\d+ (\S+)|Custom Name (\S+))\s*"
+                   r"(?:\((delegated by node (\d+)|not delegated)\))?")
+_STATE_BEGINS = "interpreter post-invoke state begins"
+DELEGATE_NAMES = {"TfLiteXNNPackDelegate": "XNNPACK delegate", "TfLiteGpuDelegateV2": "GPU delegate",
+                  "TfLiteNnapiDelegate": "NNAPI delegate"}
+
+
+def parse_placement(lines: list[str]) -> dict | None:
+    """Where each node ran, from the interpreter state benchmark_model prints
+    (`--print_postinvoke_state`, tflite::PrintInterpreterState); else the counts of its
+    "Replacing N out of M node(s)" line (no op names); None when it printed neither.
+
+    Nodes of the primary subgraph only: a node with "(delegated by node D)" ran in delegate
+    D's partition, "(not delegated)" on the builtin kernels; a node with a custom name and no
+    status is a delegate's partition itself."""
+    if any(_STATE_BEGINS in line for line in lines):
+        last = max(i for i, line in enumerate(lines) if _STATE_BEGINS in line)
+        lines = lines[last:]
+    nodes, partitions, previous = [], [], -1
+    for line in lines:
+        match = _NODE.match(line)
+        if not match:
+            continue
+        index = int(match.group(1))
+        if index <= previous:
+            break  # the next subgraph's nodes
+        previous = index
+        builtin, custom, status = match.group(2), match.group(3), match.group(4)
+        if custom and status is None:
+            partitions.append(custom)
+        else:
+            nodes.append((index, builtin or custom, bool(status and status.startswith("delegated"))))
+    if not nodes:
+        return _placement_from_log(lines)
+    fallback = [(index, op) for index, op, delegated in nodes if not delegated]
+    names = sorted({DELEGATE_NAMES.get(name, name) for name in partitions})
+    return {"runtime": "benchmark_model", "accelerator": " + ".join(names) or None, "nodes": len(nodes),
+            "delegated_nodes": len(nodes) - len(fallback), "partitions": len(partitions),
+            "fallback_nodes": [f"{op}#{index}" for index, op in fallback],
+            "fallback_ops": sorted({op for _, op in fallback}),
+            "fallback_pct": round(100.0 * len(fallback) / len(nodes), 3),
+            "basis": "nodes (benchmark_model's interpreter state; it gives no per-op time without op profiling)"}
+
+
+def _placement_from_log(lines: list[str]) -> dict | None:
+    replaced = [m for m in map(_REPLACED.search, lines) if m]
+    if not replaced:
+        return None
+    last = replaced[-1]  # with two delegates, the last line counts what the last one left
+    taken, total = int(last.group(1)), int(last.group(2))
+    return {"runtime": "benchmark_model", "accelerator": DELEGATE_NAMES.get(last.group(3), last.group(3)),
+            "nodes": total, "delegated_nodes": taken, "partitions": None, "fallback_nodes": [], "fallback_ops": [],
+            "fallback_pct": round(100.0 * (total - taken) / total, 3) if total else 0.0,
+            "basis": "nodes (benchmark_model's delegate log; which ops fell back is not printed)"}

@@ -20,7 +20,7 @@ the input shapes timed, and the CPU's governor, clock and temperature where /sys
 
 Usage:
   python runner.py bench   --model M [--inputs in.npz] [--runs N] [--warmup N] [--threads N]
-  python runner.py predict --model M --inputs in.npz --outputs out.npz [--threads N]
+  python runner.py predict --model M --inputs in.npz --outputs out.npz [--threads N] [--all-tensors]
   python runner.py probe   (what this device has: OS, CPU, Python, runtimes, RAM, disk, thermals)
 """
 
@@ -34,6 +34,7 @@ import platform
 import sys
 import tempfile
 import time
+import warnings
 
 EXIT_RUNTIME_MISSING = 3
 EXIT_BAD_INPUT = 2
@@ -313,11 +314,17 @@ def run_in_batches(run, inputs: dict, specs=(), output_specs=(), batch_size: int
 
 
 class TfliteModel:
-    def __init__(self, path: str, threads: int | None, numpy):
+    def __init__(self, path: str, threads: int | None, numpy, all_tensors: bool = False):
         cls, package, version = tflite_interpreter_class()
         self.np = numpy
-        with StderrCapture() as log:
-            self.interpreter = cls(model_path=path, num_threads=threads or None)
+        options = {"experimental_preserve_all_tensors": True} if all_tensors else {}
+        with StderrCapture() as log, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # LiteRT warns that preserving every tensor costs memory
+            try:
+                self.interpreter = cls(model_path=path, num_threads=threads or None, **options)
+            except TypeError:
+                raise RunnerError("unsupported", f"{package} {version} cannot keep intermediate tensors "
+                                                 "(experimental_preserve_all_tensors)") from None
             self.interpreter.allocate_tensors()
         self.runtime = {"name": package, "version": version}
         self.delegate = _tflite_delegate(log.text, self.interpreter)
@@ -364,14 +371,44 @@ class TfliteModel:
             self.interpreter.allocate_tensors()
 
     def run(self, feeds: dict) -> list:
-        np = self.np
         results = []
         for detail, value in zip(self.outputs, self.run_prepared(self.prepare(feeds)), strict=True):
-            scale, zero = detail.get("quantization", (0.0, 0))
-            if scale and value.dtype.kind in "iu":
-                value = (value.astype(np.float32) - zero) * scale
-            results.append(value)
+            results.append(self.dequantize(value, detail.get("quantization", (0.0, 0))))
         return results
+
+    def dequantize(self, value, quantization):
+        scale, zero = quantization or (0.0, 0)
+        if scale and value.dtype.kind in "iu":
+            return (value.astype(self.np.float32) - zero) * scale
+        return value
+
+    def intermediate_tensors(self) -> list:
+        """Every op's output in execution-plan order: (node, op, tensor name, tensor index).
+
+        Needs the interpreter opened with all_tensors: with experimental_preserve_all_tensors,
+        LiteRT gives each delegated op a partition of its own so that every op output is
+        written to memory (the XNNPACK kernels still compute it; only cross-op fusion is lost)."""
+        if getattr(self, "_intermediates", None) is not None:
+            return self._intermediates
+        found = []
+        for op in self.interpreter._get_ops_details():  # private, present in ai-edge-litert and tflite_runtime
+            if op["op_name"] == "DELEGATE":
+                continue
+            for tensor in op["outputs"]:
+                if tensor < 0:
+                    continue
+                name = self.interpreter._get_tensor_details(int(tensor), 0)["name"]
+                found.append((f"{op['op_name']}#{op['index']}", op["op_name"], name, int(tensor)))
+        self._intermediates = found
+        return found
+
+    def run_all(self, feeds: dict) -> list:
+        """The model's outputs, then every intermediate tensor (dequantized), for one batch."""
+        outputs = self.run(feeds)
+        get = self.interpreter.get_tensor
+        details = self.interpreter._get_tensor_details
+        return outputs + [self.dequantize(get(index), details(index, 0).get("quantization"))
+                          for _, _, _, index in self.intermediate_tensors()]
 
 
 def _tflite_name(detail) -> str:
@@ -425,19 +462,7 @@ def tflite_placement(interpreter) -> dict | None:
         return None
     delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
     nodes = [op for op in ops if op["op_name"] != "DELEGATE"]
-    producer = {int(t): op["index"] for op in nodes for t in op["outputs"]}
-    by_index = {op["index"]: op for op in nodes}
-    delegated: set = set()
-    for partition in delegates:
-        boundary = {int(t) for t in partition["inputs"]}
-        pending = [int(t) for t in partition["outputs"]]
-        while pending:
-            tensor = pending.pop()
-            index = producer.get(tensor)
-            if tensor in boundary or index is None or index in delegated:
-                continue
-            delegated.add(index)
-            pending += [int(t) for t in by_index[index]["inputs"] if t >= 0]
+    delegated = tflite_delegated_by(ops)
     fallback = [f"{op['op_name']}#{op['index']}" for op in nodes if op["index"] not in delegated]
     share = 100.0 * len(fallback) / len(nodes) if nodes else 0.0
     return {"runtime": "tflite", "accelerator": "XNNPACK delegate" if delegates else None,
@@ -445,6 +470,28 @@ def tflite_placement(interpreter) -> dict | None:
             "fallback_nodes": fallback, "fallback_ops": sorted({op["op_name"] for op in nodes
                                                                 if op["index"] not in delegated}),
             "fallback_pct": round(share, 3), "basis": "nodes (this runtime's Python API gives no per-op time)"}
+
+
+def tflite_delegated_by(ops: list) -> dict:
+    """Each delegated node's index -> the index of the DELEGATE node whose partition computes it.
+
+    `ops`: the interpreter's `_get_ops_details()`. A node belongs to a partition when its output
+    is reached backwards from the partition's outputs without crossing the partition's inputs."""
+    nodes = [op for op in ops if op["op_name"] != "DELEGATE"]
+    producer = {int(t): op["index"] for op in nodes for t in op["outputs"]}
+    by_index = {op["index"]: op for op in nodes}
+    delegated: dict = {}
+    for partition in (op for op in ops if op["op_name"] == "DELEGATE"):
+        boundary = {int(t) for t in partition["inputs"]}
+        pending = [int(t) for t in partition["outputs"]]
+        while pending:
+            tensor = pending.pop()
+            index = producer.get(tensor)
+            if tensor in boundary or index is None or index in delegated:
+                continue
+            delegated[index] = partition["index"]
+            pending += [int(t) for t in by_index[index]["inputs"] if t >= 0]
+    return delegated
 
 
 def onnx_placement(path: str, threads: int | None, feeds: dict, providers: list) -> dict | None:
@@ -531,12 +578,16 @@ def throttling(before: dict, after: dict) -> bool | None:
     return None
 
 
-def open_model(path: str, threads: int | None):
+def open_model(path: str, threads: int | None, all_tensors: bool = False):
     model_format = "tflite" if path.lower().endswith(".tflite") else "onnx"
+    if all_tensors and model_format != "tflite":
+        raise RunnerError("bad_input", "--all-tensors is for .tflite models (expose an ONNX model's node "
+                                       "outputs as graph outputs instead)", EXIT_BAD_INPUT)
     numpy = import_numpy(model_format)
+    baseline_mb = proc_status_mb("VmRSS")  # Python and numpy, before the runtime is imported
     start = time.perf_counter()
     try:
-        model = OnnxModel(path, threads) if model_format == "onnx" else TfliteModel(path, threads, numpy)
+        model = OnnxModel(path, threads) if model_format == "onnx" else TfliteModel(path, threads, numpy, all_tensors)
     except RunnerError:
         raise
     except Exception as error:
@@ -544,6 +595,7 @@ def open_model(path: str, threads: int | None):
     model.load_ms = (time.perf_counter() - start) * 1000
     model.format = model_format
     model.path, model.requested_threads = path, threads
+    model.rss_before_load_mb = baseline_mb
     return model, numpy
 
 
@@ -584,13 +636,42 @@ def first_batch(feeds: dict, model) -> tuple:
 # ------------------------------------------------------------------ commands
 
 
-def peak_rss_mb() -> float | None:
+def proc_status_mb(key: str) -> float | None:
+    """A figure from /proc/self/status in MB (VmHWM, VmRSS); None where there is no /proc."""
+    for line in (_read("/proc/self/status") or "").splitlines():
+        if line.startswith(key + ":"):
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                return round(int(parts[1]) / 1024, 2)
+    return None
+
+
+def peak_rss() -> tuple[float | None, str | None]:
+    """This process's own peak resident memory (MB) and where it was read.
+
+    VmHWM belongs to this process image alone. ru_maxrss is the fallback where there is no
+    /proc (macOS): on Linux it also carries the peak of whatever exec'd the runner (a 400 MB
+    parent makes a 20 MB runner report 400 MB), so it is used only where VmHWM is missing.
+    """
+    high_water = proc_status_mb("VmHWM")
+    if high_water is not None:
+        return high_water, "VmHWM"
     try:
         import resource
     except ImportError:
-        return None
+        return None, None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 2)
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 2), "ru_maxrss"
+
+
+def memory_figures(model) -> dict:
+    """Peak memory, and the resident memory before the runtime and model were loaded (Python and
+    numpy alone), so the model's own share is the difference. Call before any second session."""
+    peak, source = peak_rss()
+    baseline = getattr(model, "rss_before_load_mb", None)
+    over = round(peak - baseline, 2) if peak is not None and baseline is not None else None
+    return {"peak_rss_mb": peak, "peak_rss_source": source, "rss_before_load_mb": baseline,
+            "peak_over_baseline_mb": over}
 
 
 def percentile(sorted_values: list, q: float) -> float:
@@ -637,10 +718,10 @@ def command_bench(args) -> None:
     state_before = cpu_state()
     times = time_runs(model, prepared, args.runs, lambda batch_ms: say("timings", ms=batch_ms))
     state_after = cpu_state()
-    memory_mb = peak_rss_mb()  # before the placement pass, which opens a second session
+    memory = memory_figures(model)  # before the placement pass, which opens a second session
     say("result", mode="bench", model_format=model.format, runtime=model.runtime, delegate=model.delegate,
         threads=model.threads, batch=batch, load_ms=round(model.load_ms, 3), first_inference_ms=round(first_ms, 4),
-        warmup=args.warmup, runs=len(times), peak_rss_mb=memory_mb, python=platform.python_version(),
+        warmup=args.warmup, runs=len(times), **memory, python=platform.python_version(),
         machine=platform.machine(), input_shapes={name: list(numpy.shape(array)) for name, array in feeds.items()},
         cpu={**state_after, "temperature_c_before": state_before["temperature_c"],
              "throttling": throttling(state_before, state_after)},
@@ -668,8 +749,11 @@ def time_runs(model, prepared, runs: int, report=None) -> list:
 
 
 def command_predict(args) -> None:
-    """Run every example through the model (in the model's fixed batch if it has one)."""
-    model, numpy = open_model(args.model, args.threads)
+    """Run every example through the model (in the model's fixed batch if it has one).
+
+    With --all-tensors (TFLite), every op's output follows the model's outputs in the .npz and
+    the result line names them (`tensors`), for per-layer drift."""
+    model, numpy = open_model(args.model, args.threads, args.all_tensors)
     feeds = load_inputs(args.inputs, model, numpy)
     count = example_total(feeds, batch_axes(feeds, model.inputs))  # 0-d inputs go whole with every batch
     say("loaded", runtime=model.runtime, delegate=model.delegate, threads=model.threads,
@@ -678,7 +762,7 @@ def command_predict(args) -> None:
 
     def timed_run(batch: dict) -> list:
         start = time.perf_counter()
-        result = model.run(batch)
+        result = model.run_all(batch) if args.all_tensors else model.run(batch)
         times.append((time.perf_counter() - start) * 1000)
         return result
 
@@ -687,9 +771,13 @@ def command_predict(args) -> None:
     temporary = args.outputs + ".tmp.npz"
     numpy.savez(temporary, **outputs)
     os.replace(temporary, args.outputs)
+    extra = {}
+    if args.all_tensors:
+        extra["tensors"] = [{"node": node, "op_type": op, "tensor": name}
+                            for node, op, name, _ in model.intermediate_tensors()]
     say("result", mode="predict", model_format=model.format, runtime=model.runtime, delegate=model.delegate,
         threads=model.threads, examples=count, outputs=len(outputs), load_ms=round(model.load_ms, 3),
-        peak_rss_mb=peak_rss_mb(), total_ms=round(sum(times), 3), machine=platform.machine())
+        **memory_figures(model), total_ms=round(sum(times), 3), machine=platform.machine(), **extra)
 
 
 def command_probe(args) -> None:
@@ -756,6 +844,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--workdir")
+    parser.add_argument("--all-tensors", action="store_true", help="predict: also return every op's output (TFLite)")
     args = parser.parse_args(argv)
     try:
         if args.command != "probe" and not args.model:

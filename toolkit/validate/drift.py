@@ -4,10 +4,12 @@ The candidate runs on this host and on each device through the same runner (copi
 device, run with the device's Python and runtime), on the same inputs. Per output, each
 device is compared with the host (held to a tolerance that depends on the model's
 precision and the device's CPU family) and with the reference (reported, not gated:
-`edgeward validate` gates accuracy). For ONNX models, the intermediate tensors are exposed
-as extra outputs of a copy of the graph, that copy runs on both sides through the same
-runner, and the first node whose output diverges is named. A drift beyond tolerance fails
-the gate (GateFailed, exit 1).
+`edgeward validate` gates accuracy). Per layer, every node's output runs on both sides
+through the same runner and the first node whose output diverges is named: for ONNX the
+node outputs are exposed as extra outputs of a copy of the graph; for TFLite the runner keeps
+every intermediate tensor (LiteRT's experimental_preserve_all_tensors, which gives each op
+that XNNPACK takes a partition of its own, on the host and the device alike). A drift beyond
+tolerance fails the gate (GateFailed, exit 1).
 
 What differs between an ARM device and an x86 host is the CPU's kernels: onnxruntime
 computes fp16 models in fp16 on cores with fp16 arithmetic (Cortex-A76, Neoverse N2),
@@ -93,14 +95,15 @@ class OutputDrift:
 
 @dataclass
 class LayerDrift:
-    """Per-node drift of a device against the host (ONNX only)."""
+    """Per-node drift of a device against the host (ONNX and TFLite)."""
 
     nodes_compared: int
     examples: int
     first_different: dict | None  # the first node (graph order) whose output is not bit-equal
     first_divergent: dict | None  # the first node beyond the tolerance
     worst: list[dict] = field(default_factory=list)
-    note: str | None = None
+    note: str | None = None  # why there is no per-layer comparison
+    method: str | None = None  # how the intermediate tensors were obtained
 
 
 @dataclass
@@ -236,29 +239,64 @@ def _compare(name: str, got: np.ndarray, want: np.ndarray, limit: float) -> Outp
 
 
 def layer_drift(model: Path, feeds: dict, device: str, limit: float, *, profiles_dir=None) -> LayerDrift:
-    """Each node's output on DEVICE against the host's, in graph order (ONNX; a few examples).
+    """Each node's output on DEVICE against the host's, in execution order (a few examples).
 
-    A copy of the graph with every float node output exposed as a graph output runs through
-    the same runner on both sides, so the comparison is node by node on the same kernels
-    the device would pick (the exposure may stop a fusion; it does on both sides alike)."""
+    ONNX: a copy of the graph with every float node output exposed as a graph output runs
+    through the same runner on both sides, so the comparison is node by node on the same
+    kernels the device would pick (the exposure may stop a fusion; it does on both sides alike).
+    TFLite: the runner keeps every op's output (`predict --all-tensors`)."""
     from toolkit.common.batching import batch_axes, slice_examples
-    from toolkit.devices import run_on_device
     from toolkit.validate.sides import feed_count
 
-    if model.suffix.lower() != ".onnx":
-        return LayerDrift(0, 0, None, None, note="per-layer drift needs an ONNX model (TFLite's intermediate "
-                                                 "tensors are not exposed by the device runner)")
+    suffix = model.suffix.lower()
+    if suffix not in (".onnx", ".tflite"):
+        return LayerDrift(0, 0, None, None, note=f"per-layer drift needs an ONNX or TFLite model (found {suffix})")
     count = min(PER_LAYER_EXAMPLES, feed_count(feeds, None))
     subset = slice_examples(feeds, batch_axes(feeds, None), 0, count)
+    if suffix == ".tflite":
+        return _tflite_layer_drift(model, subset, count, device, limit, profiles_dir=profiles_dir)
+    from toolkit.devices import run_on_device
+
     with tempfile.TemporaryDirectory(prefix="edgeward-drift-") as scratch:
         exposed, nodes = expose_onnx(model, Path(scratch) / "exposed.onnx")
         host = run_on_device(exposed, subset, HOST, profiles_dir=profiles_dir)
         board = run_on_device(exposed, subset, device, profiles_dir=profiles_dir)
+    offset = len(host) - len(nodes)
+    return _compare_nodes(nodes, host[offset:], board[offset:], limit, count,
+                          method="node outputs exposed as graph outputs (onnxruntime)")
+
+
+def _tflite_layer_drift(model: Path, subset: dict, count: int, device: str, limit: float, *,
+                        profiles_dir=None) -> LayerDrift:
+    from toolkit.devices import run_on_device
+    from toolkit.errors import DeviceError
+
+    host_facts: dict = {}
+    board_facts: dict = {}
+    host = run_on_device(model, subset, HOST, profiles_dir=profiles_dir, facts=host_facts, all_tensors=True)
+    try:
+        board = run_on_device(model, subset, device, profiles_dir=profiles_dir, facts=board_facts, all_tensors=True)
+    except DeviceError as error:  # e.g. a TFLite runtime on the device that cannot keep intermediate tensors
+        return LayerDrift(0, count, None, None, note=f"per-layer drift unavailable on {device}: {error}")
+    host_tensors, board_tensors = host_facts.get("tensors") or [], board_facts.get("tensors") or []
+    if [t["node"] for t in host_tensors] != [t["node"] for t in board_tensors]:
+        return LayerDrift(0, count, None, None, note=f"the runtime on {device} planned the graph differently from "
+                                                     f"this host's ({len(board_tensors)} vs {len(host_tensors)} "
+                                                     f"op outputs): no node-by-node comparison")
+    nodes = [(t["node"], t["op_type"], t["tensor"]) for t in host_tensors]
+    offset = len(host) - len(nodes)
+    delegate = board_facts.get("delegate") or "?"
+    return _compare_nodes(nodes, host[offset:], board[offset:], limit, count,
+                          method=f"every op output kept (LiteRT preserve_all_tensors; {delegate}, one partition per "
+                                 f"delegated op on both sides)")
+
+
+def _compare_nodes(nodes: list, host: list, board: list, limit: float, count: int, *, method: str) -> LayerDrift:
+    """Node by node in execution order: the first that differs, the first beyond `limit`, the worst five."""
     first_different = first_divergent = None
     rows = []
-    for index, (node, op_type, tensor) in enumerate(nodes):
-        position = len(host) - len(nodes) + index
-        got, want = np.asarray(board[position]), np.asarray(host[position])
+    for index, ((node, op_type, tensor), want, got) in enumerate(zip(nodes, host, board, strict=True)):
+        got, want = np.asarray(got), np.asarray(want)
         if got.dtype.kind != "f" or got.shape != want.shape:
             continue
         row = _compare(tensor, got, want, limit)
@@ -271,7 +309,7 @@ def layer_drift(model: Path, feeds: dict, device: str, limit: float, *, profiles
             first_divergent = entry
     worst = sorted(rows, key=lambda entry: -entry["relative"])[:5]
     return LayerDrift(nodes_compared=len(rows), examples=count, first_different=first_different,
-                      first_divergent=first_divergent, worst=worst)
+                      first_divergent=first_divergent, worst=worst, method=method)
 
 
 def expose_onnx(model: Path, target: Path) -> tuple[Path, list[tuple[str, str, str]]]:
