@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from toolkit.commands.run import check_executor, executor_options, run_and_print
+
 
 def demo_recipe():
     import yaml
@@ -23,6 +25,7 @@ Examples:
   edgeward demo
   edgeward demo -o /tmp/demo --force
   edgeward demo --show-recipe > recipe.yaml && edgeward run recipe.yaml
+  edgeward demo --executor ray                   # independent steps side by side on a local Ray cluster
 
 \b
 The digits CNN (trained in seconds on scikit-learn's bundled digits) is distilled into
@@ -38,14 +41,14 @@ cheapest is named in one sentence. A second run reuses every artifact.
 @click.option("--force", is_flag=True, help="Redo every step.")
 @click.option("--dry-run", is_flag=True, help="Print the plan only.")
 @click.option("--show-recipe", is_flag=True, help="Print the builtin recipe (YAML) and exit.")
-def command(out_dir: Path, force: bool, dry_run: bool, show_recipe: bool) -> None:
+@executor_options
+def command(out_dir: Path, force: bool, dry_run: bool, show_recipe: bool, executor: str, address: str | None) -> None:
     """Run the builtin recipe on the digits model, end to end."""
+    check_executor(executor, address)
     if show_recipe:
         from toolkit.console import emit
 
         text = resources.files("toolkit.pipeline").joinpath("demo.yaml").read_text()
         emit({"recipe": text}, text)
         return
-    from toolkit.commands.run import run_and_print
-
-    run_and_print(demo_recipe(), out_dir, force, dry_run)
+    run_and_print(demo_recipe(), out_dir, force, dry_run, executor, address)

@@ -11,7 +11,8 @@ from toolkit.console import emit, info
 
 
 def summary_text(result) -> str:
-    header = (f"{'model':<28} {'format':<7} {'mode':<14} {'size':>10} {'accuracy':>9} {'drop':>7} {'p50':>10} "
+    width = max([28, *(len(row["model"]) + 1 for row in result.rows)])  # a sweep's names are longer
+    header = (f"{'model':<{width}} {'format':<7} {'mode':<14} {'size':>10} {'accuracy':>9} {'drop':>7} {'p50':>10} "
               f"{'on device':>9} {'per 1k':>9} {'break-even':>12}")
     lines = [header, "-" * len(header)]
     for row in result.rows:
@@ -24,7 +25,7 @@ def summary_text(result) -> str:
         flag = "" if row["passed"] in (None, True) else " (gate failed)"
         flag += " (does not fit)" if row.get("fits") is False else ""
         lines.append(
-            f"{row['model']:<28} {row['format'] or '—':<7} {row['mode'] or '—':<14} "
+            f"{row['model']:<{width}} {row['format'] or '—':<7} {row['mode'] or '—':<14} "
             f"{human_bytes(row['size_bytes']):>10} {accuracy:>9} {drop:>7} {p50:>10} {share:>9} {per_1k:>9} "
             f"{month:>12}{flag}"
         )
@@ -72,6 +73,23 @@ def run_and_print(recipe, out_dir: Path, force: bool, dry_run: bool, executor: s
     info(f"open {result.report} in a browser for every stage's report")
 
 
+def executor_options(function):
+    """--executor and --address, shared by `run` and `demo`."""
+    function = click.option("--address", default=None, metavar="ADDR",
+                            help="With --executor ray: join the Ray cluster at ADDR (default: start a local one)."
+                            )(function)
+    return click.option("--executor", type=click.Choice(["serial", "ray"]), default="serial", show_default=True,
+                        help="serial: one step after another; ray: independent steps as Ray tasks "
+                             "(pip install 'edgeward[ray]').")(function)
+
+
+def check_executor(executor: str, address: str | None) -> None:
+    from toolkit.errors import BadInput
+
+    if address and executor != "ray":
+        raise BadInput("--address needs --executor ray")
+
+
 @click.command(
     epilog="""\b
 Examples:
@@ -91,17 +109,12 @@ the break-even scenario reruns only the report.
               help="Output folder (default: exported/<recipe name>).")
 @click.option("--force", is_flag=True, help="Redo every step, even unchanged ones.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (what would run, what would be reused).")
-@click.option("--executor", type=click.Choice(["serial", "ray"]), default="serial", show_default=True,
-              help="serial: one step after another; ray: independent steps as Ray tasks (pip install 'edgeward[ray]').")
-@click.option("--address", default=None, metavar="ADDR",
-              help="With --executor ray: join the Ray cluster at ADDR (default: start a local one).")
+@executor_options
 def command(recipe_file: Path, out_dir: Path | None, force: bool, dry_run: bool, executor: str,
             address: str | None) -> None:
     """Run a recipe: source, distill, export, quantize, validate, bench, break-even."""
-    from toolkit.errors import BadInput
     from toolkit.pipeline.recipe import load_recipe
 
     recipe = load_recipe(recipe_file)
-    if address and executor != "ray":
-        raise BadInput("--address needs --executor ray")
+    check_executor(executor, address)
     run_and_print(recipe, out_dir or Path("exported") / recipe.name, force, dry_run, executor, address)

@@ -38,6 +38,7 @@ class Step:
     inputs: list[str] = field(default_factory=list)  # names of the steps it reads
     key: str = ""
     action: Callable[[Step, dict], dict] | None = None
+    deployable: bool = True  # False: an export a sweep excludes, kept only as its quantize steps' input
 
     def cached_summary(self) -> dict | None:
         record = self.folder / STEP_RECORD
@@ -67,23 +68,84 @@ class PipelineResult:
 
 
 def plan(recipe: Recipe, out_dir: Path) -> list[Step]:
-    """The ordered steps of a recipe, with their keys (nothing is run or imported)."""
-    from toolkit.quantize.modes import MODES
+    """The ordered steps of a recipe, with their keys (nothing is run or imported).
+
+    A sweep (several sources) repeats the stages for each source, its steps named after it;
+    the recipe's exclusions leave combinations out, and the break-even step ranks the rest."""
+    used: set[int] = set()  # the exclusions that matched something
+
+    def excluded(**combination: str) -> bool:
+        matches = recipe.matching_exclusions(**combination)
+        used.update(matches)
+        return bool(matches)
 
     steps: list[Step] = []
-    model_spec = recipe.source
-    if recipe.distill:
-        options = {"teacher": recipe.source, **recipe.distill}
-        steps.append(Step("distill", "distill", out_dir / "distill", options, action=_distill))
-        model_spec = str(out_dir / "distill")
+    models: list[tuple[Step, dict]] = []  # every step that yields a deployable model, with its combination
+    for source_name, source, prefix in recipe.model_sources():
+        models += _source_steps(recipe, source, source_name, prefix, out_dir, steps, excluded)
 
-    models: list[Step] = []  # every step that yields a deployable model
+    devices = [*recipe.bench_devices, *recipe.estimate_devices]
+    skipped = []  # (model, device) pairs the break-even leaves out of its ranking
+    for model, combination in models:
+        if recipe.validate:
+            options = {"reference": combination["teacher"], "data": recipe.validate["data"], **_gates(recipe)}
+            steps.append(
+                Step(f"validate-{model.name}", "validate", out_dir / f"validate-{model.name}", options,
+                     [model.name], action=_validate)
+            )
+        kept = {device for device in devices if not excluded(**combination["axes"], device=device)}
+        skipped += [[model.name, device] for device in devices if device not in kept]
+        for device in (d for d in recipe.bench_devices if d in kept):
+            options = {"device": device, "runs": recipe.bench_runs}
+            steps.append(
+                Step(f"bench-{model.name}-{device}", "bench", out_dir / "bench" / f"{model.name}-{device}",
+                     options, [model.name], action=_bench)
+            )
+        for device in (d for d in recipe.estimate_devices if d in kept):
+            options = {"device": device, "estimate": True}
+            steps.append(
+                Step(f"estimate-{model.name}-{device}", "estimate", out_dir / "bench" / f"{model.name}-{device}-estimate",
+                     options, [model.name], action=_bench)
+            )
+    unused = [index for index in range(len(recipe.exclude)) if index not in used]
+    if unused:
+        raise BadInput("; ".join(f"exclude[{index}] {recipe.exclude[index]} matches nothing the recipe would run"
+                                 for index in unused))
+    if recipe.breakeven is not None:
+        measured = [s.name for s in steps if s.stage == "bench"]
+        options = {"scenario": recipe.breakeven, **({"skip": skipped} if skipped else {})}
+        steps.append(
+            Step("breakeven", "breakeven", out_dir / "breakeven", options,
+                 [s.name for s in steps if s.stage in ("validate", "bench", "estimate")] or measured, action=_breakeven)
+        )
+    _assign_keys(steps, recipe)
+    return steps
+
+
+def _source_steps(recipe: Recipe, source: str, source_name: str, prefix: str, out_dir: Path, steps: list[Step],
+                  excluded: Callable[..., bool]) -> list[tuple[Step, dict]]:
+    """Append one source's distill, export and quantize steps; return its deployable models, each
+    with its combination (the axes exclusions match, and the teacher its validation compares with)."""
+    from toolkit.quantize.modes import MODES
+
+    model_spec = source
+    distill_name = f"{prefix}distill"
+    if recipe.distill:
+        options = {"teacher": source, **recipe.distill}
+        steps.append(Step(distill_name, "distill", out_dir / distill_name, options, action=_distill))
+        model_spec = str(out_dir / distill_name)
+
+    models: list[tuple[Step, dict]] = []
     for fmt in recipe.export:
-        step = Step(f"export-{fmt}", "export", out_dir / f"export-{fmt}", {"source": model_spec, "to": fmt})
-        step.inputs = ["distill"] if recipe.distill else []
+        name = f"{prefix}export-{fmt}"
+        step = Step(name, "export", out_dir / name, {"source": model_spec, "to": fmt})
+        step.inputs = [distill_name] if recipe.distill else []
         step.action = _export
         steps.append(step)
-        models.append(step)
+        plain = {"source": source_name, "format": fmt, "mode": "fp32"}
+        export_index = len(models)
+        models.append((step, {"axes": plain, "teacher": source}))
+        quantized_any = False
         for mode in recipe.quantize_modes:
             if mode == "auto":
                 options = {"mode": "auto", "data": _auto_data(recipe), "budget": recipe.auto_budget_s}
@@ -94,38 +156,21 @@ def plan(recipe: Recipe, out_dir: Path) -> list[Step]:
                     options["calibration"] = recipe.calibration or _auto_data(recipe)
             else:
                 continue
-            quantized = Step(f"quantize-{fmt}-{mode}", "quantize", out_dir / f"quantize-{fmt}-{mode}", options)
+            axes = {**plain, "mode": mode}
+            if excluded(**axes):
+                continue
+            name = f"{prefix}quantize-{fmt}-{mode}"
+            quantized = Step(name, "quantize", out_dir / name, options)
             quantized.inputs, quantized.action = [step.name], _quantize
             steps.append(quantized)
-            models.append(quantized)
-
-    for model in models:
-        if recipe.validate:
-            options = {"reference": recipe.source, "data": recipe.validate["data"], **_gates(recipe)}
-            steps.append(
-                Step(f"validate-{model.name}", "validate", out_dir / f"validate-{model.name}", options,
-                     [model.name], action=_validate)
-            )
-        for device in recipe.bench_devices:
-            options = {"device": device, "runs": recipe.bench_runs}
-            steps.append(
-                Step(f"bench-{model.name}-{device}", "bench", out_dir / "bench" / f"{model.name}-{device}",
-                     options, [model.name], action=_bench)
-            )
-        for device in recipe.estimate_devices:
-            options = {"device": device, "estimate": True}
-            steps.append(
-                Step(f"estimate-{model.name}-{device}", "estimate", out_dir / "bench" / f"{model.name}-{device}-estimate",
-                     options, [model.name], action=_bench)
-            )
-    if recipe.breakeven is not None:
-        measured = [s.name for s in steps if s.stage == "bench"]
-        steps.append(
-            Step("breakeven", "breakeven", out_dir / "breakeven", {"scenario": recipe.breakeven},
-                 [s.name for s in steps if s.stage in ("validate", "bench", "estimate")] or measured, action=_breakeven)
-        )
-    _assign_keys(steps, recipe)
-    return steps
+            models.append((quantized, {"axes": axes, "teacher": source}))
+            quantized_any = True
+        if excluded(**plain):
+            del models[export_index]
+            step.deployable = False  # still the input of its quantize steps, but not validated, benched or ranked
+            if not quantized_any:
+                steps.remove(step)
+    return models
 
 
 def _assign_keys(steps: list[Step], recipe: Recipe) -> None:
@@ -159,7 +204,7 @@ def run(recipe: Recipe, out_dir: str | Path, *, force: bool = False, dry_run: bo
     executor "serial" runs the steps one after another here; "ray" runs independent steps as
     Ray tasks (joining the cluster at `address`, else starting a local one); see executors.py.
     """
-    from toolkit.pipeline.executors import StepRunner, run_steps
+    from toolkit.pipeline.executors import StepRunner, StepsFailed, run_steps
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -184,13 +229,19 @@ def run(recipe: Recipe, out_dir: str | Path, *, force: bool = False, dry_run: bo
         return execute_step(step, {"upstream": upstream, "all": done, "recipe": recipe, "force": force})
 
     runner = StepRunner(in_process, child_target="toolkit.pipeline:execute_step_payload", payload=step_payload)
-    done, records = run_steps(steps, runner, executor=executor, force=force, address=address, progress=progress)
+    failure = None
+    try:
+        done, records = run_steps(steps, runner, executor=executor, force=force, address=address, progress=progress)
+    except StepsFailed as error:  # a device dropped: the index still shows every step, then exit 4
+        failure, done, records = error, error.done, error.records
     rows = summary_rows(steps, done)
     report = out_dir / "index.html"
     atomic_write_json(out_dir / RUN_MARKER, {"recipe": recipe.name, "edgeward": __version__})
     from toolkit.pipeline.report import write_index
 
     write_index(report, recipe, rows, steps, done, records)
+    if failure is not None:
+        raise failure
     return PipelineResult(out_dir, records, rows, report, time.perf_counter() - started)
 
 
@@ -245,7 +296,7 @@ def summary_rows(steps: list[Step], done: dict[str, dict]) -> list[dict]:
     per_model = breakeven.get("per_model", {})
     rows = []
     for step in steps:
-        if step.stage not in ("export", "quantize"):
+        if step.stage not in ("export", "quantize") or not step.deployable:
             continue
         model = done.get(step.name) or {}
         validation = done.get(f"validate-{step.name}") or {}
@@ -376,7 +427,8 @@ def _breakeven(step: Step, context: dict) -> dict:
     variants = _variants(done)
     if not variants:
         raise BadInput("breakeven: the recipe validates no model, so nothing can be priced (add validate:)")
-    result = build_plan(variants, _priced_devices(scenario, done), scenario)
+    skip = {tuple(pair) for pair in step.options.get("skip", ())}  # combinations the recipe excludes
+    result = build_plan(variants, _priced_devices(scenario, done), scenario, skip=skip)
     paths = {f"plan_{kind}": str(path) for kind, path in write_plan(result, step.folder).items()}
     chosen = _chosen_model(result)
     if chosen is not None:

@@ -26,12 +26,29 @@ into the `Recipe` the pipeline runs. Only `pipeline.py` and the CLI see it.
     breakeven:
       scenario: scenario.yaml       # a path (relative to the recipe) or the scenario inline
 
+A sweep runs several sources through the same stages: `source:` is then a list of specs (each
+named after its model: builtin:digits-mlp → digits-mlp, models/small.onnx → small) or a mapping
+name → spec, and every step's name starts with its source's name, so adding a source renames no
+other step (and reuses it). Formats, quantize modes and devices are already lists; together they
+make the matrix, and `exclude:` takes combinations out of it:
+
+    source: [builtin:digits-cnn, builtin:digits-mlp, small.onnx]
+    exclude:
+      - {source: digits-mlp, mode: fp16}                 # no fp16 digits-mlp at all
+      - {mode: static-int8, device: raspberry-pi-5}      # not benched or priced there
+
+An exclusion names one or more of source, format, mode (a quantize mode, or fp32 for the plain
+export) and device, and removes every combination that matches all it names: with a device, the
+bench (or estimate) there and that option of the ranking; without one, the models themselves.
+
 Relative file paths (source, data, calibration, scenario) are read from the recipe's folder
 when the file is there.
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -69,6 +86,21 @@ class Recipe:
     bench_runs: int = 50
     breakeven: dict | None = None  # the scenario, inline
     base_dir: Path = Path(".")
+    sweep: dict[str, str] | None = None  # a sweep's sources, name -> spec (`source` is the first); None: one source
+    exclude: list[dict] = field(default_factory=list)  # combinations left out: {source, format, mode, device}
+
+    def model_sources(self) -> list[tuple[str, str, str]]:
+        """(name, spec, step-name prefix) of each source: one source keeps the plain step names,
+        a sweep's steps start with their source's name (the same whatever the other sources)."""
+        if self.sweep is None:
+            return [(_default_name(self.source), self.source, "")]
+        return [(name, spec, f"{name}-") for name, spec in self.sweep.items()]
+
+    def matching_exclusions(self, **combination: str) -> list[int]:
+        """The index of every exclusion that matches `combination` (source, format, mode, device):
+        each key the exclusion names is in the combination, with the same value."""
+        return [index for index, rule in enumerate(self.exclude)
+                if all(key in combination and combination[key] == value for key, value in rule.items())]
 
 
 def load_recipe(path_or_data, base_dir: Path | None = None) -> Recipe:
@@ -97,9 +129,11 @@ def load_recipe(path_or_data, base_dir: Path | None = None) -> Recipe:
 def _flatten(spec: RecipeSpec, base: Path) -> Recipe:
     quantize = spec.quantize or QuantizeSection()
     bench = spec.bench or BenchSection()
+    sources = source_names(spec.source)
+    first = next(iter(sources.values()))
     return Recipe(
-        name=spec.name or _default_name(spec.source),
-        source=spec.source,
+        name=spec.name or (_default_name(first) if isinstance(spec.source, str) else "sweep"),
+        source=first,
         distill=spec.distill.model_dump(exclude_none=True) if spec.distill else None,
         export=list(spec.export),
         quantize_modes=list(quantize.modes),
@@ -111,6 +145,8 @@ def _flatten(spec: RecipeSpec, base: Path) -> Recipe:
         bench_runs=bench.runs,
         breakeven=spec.breakeven,
         base_dir=base,
+        sweep=None if isinstance(spec.source, str) else sources,
+        exclude=[dict(rule) for rule in spec.exclude],
     )
 
 
@@ -284,23 +320,73 @@ class RecipeSpec(RecipeModel):
     """Every key a recipe may hold."""
 
     name: str | None = None  # default: from the source
-    source: str
+    source: Any  # a spec; a sweep: a list of specs, or a mapping name -> spec
     distill: DistillSection | None = None
     export: Names = ["onnx"]
     quantize: QuantizeSection | None = None
     validate_: ValidateSection | None = Field(None, alias="validate", validate_default=True)
     bench: BenchSection | None = None
     breakeven: Any = None  # the scenario: a mapping, a file path, or {scenario: either}
+    exclude: Any = []  # combinations a sweep leaves out: [{source, format, mode, device}, ...]
 
     @field_validator("source")
     @classmethod
-    def _found(cls, source: str, info: ValidationInfo) -> str:
-        if not source:
+    def _found(cls, source, info: ValidationInfo) -> str | dict[str, str]:
+        if source is None or source == "":
             raise PydanticCustomError("missing", "Field required")
-        source = _resolve(source, info)
-        if not source.startswith("builtin:") and ":" not in source and not Path(source).exists():
-            raise _problems_error([f"source {source!r} not found"])
-        return source
+        if isinstance(source, str):
+            return _found_source(source, info)
+        if isinstance(source, list) and all(isinstance(spec, str) and spec for spec in source):
+            named = [(_slug(_default_name(spec)), spec) for spec in source]
+        elif isinstance(source, dict) and all(isinstance(spec, str) and spec for spec in source.values()):
+            named = [(str(name), spec) for name, spec in source.items()]
+        else:
+            raise _problems_error(["'source' is a model spec, a list of them (a sweep), or a mapping name → spec"])
+        problems = [] if named else ["'source' lists no model"]
+        for name, count in Counter(name for name, _ in named).items():
+            if count > 1:
+                problems.append(f"source: {count} sources are named {name!r}: name them "
+                                f"(source: {{{name}-a: ..., {name}-b: ...}})")
+        problems += [f"source: {name!r} is not a usable name (letters, digits, '.', '_' and '-')"
+                     for name, _ in named if not SOURCE_NAME.fullmatch(name)]
+        found = {}
+        for name, spec in named:
+            try:
+                found[name] = _found_source(spec, info)
+            except PydanticCustomError as error:
+                problems += error.context["problems"]
+        if problems:
+            raise _problems_error(problems)
+        return found
+
+    @field_validator("exclude")
+    @classmethod
+    def _in_the_matrix(cls, exclude, info: ValidationInfo) -> list[dict]:
+        if not isinstance(exclude, list):
+            raise _problems_error(["'exclude' is a list of combinations, e.g. [{source: digits-mlp, mode: fp16}]"])
+        axes = _matrix_axes(info)
+        problems, rules = [], []
+        for index, rule in enumerate(exclude):
+            where = f"exclude[{index}]"
+            if not isinstance(rule, dict) or not rule:
+                problems.append(f"{where} must name one or more of {', '.join(EXCLUDE_KEYS)} "
+                                f"(e.g. {{mode: fp16, device: raspberry-pi-5}}), not {rule!r}")
+                continue
+            problems += [f"{where}: unknown key {key!r}{did_you_mean(str(key), EXCLUDE_KEYS)}"
+                         for key in rule if key not in EXCLUDE_KEYS]
+            problems += [f"{where}.{key} must be text, not {type(value).__name__}"
+                         for key, value in rule.items() if key in EXCLUDE_KEYS and not isinstance(value, str)]
+            rule = {key: value for key, value in rule.items() if key in EXCLUDE_KEYS and isinstance(value, str)}
+            if "source" in rule and "source" in axes:
+                rule["source"] = _source_named(rule["source"], axes["source"], info)
+            for key, value in rule.items():
+                if key in axes and value not in axes[key]:
+                    hint = did_you_mean(value, axes[key]) if axes[key] else f" (the recipe names no {key})"
+                    problems.append(f"{where}: {key} {value!r} is not in the sweep{hint}")
+            rules.append(rule)
+        if problems:
+            raise _problems_error(problems)
+        return rules
 
     @field_validator("export")
     @classmethod
@@ -339,6 +425,52 @@ class RecipeSpec(RecipeModel):
         if problems:
             raise _problems_error(problems)
         return scenario
+
+
+EXCLUDE_KEYS = ("source", "format", "mode", "device")
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def source_names(source: str | dict[str, str]) -> dict[str, str]:
+    """name -> spec of a recipe's sources (one source is named after its model)."""
+    return {_slug(_default_name(source)): source} if isinstance(source, str) else dict(source)
+
+
+def _found_source(source: str, info: ValidationInfo) -> str:
+    source = _resolve(source, info)
+    if not source.startswith("builtin:") and ":" not in source and not Path(source).exists():
+        raise _problems_error([f"source {source!r} not found"])
+    return source
+
+
+def _matrix_axes(info: ValidationInfo) -> dict[str, list[str]]:
+    """The values each exclusion key may take: the recipe's sources, formats, modes and devices
+    (an axis whose own key failed its check is left out)."""
+    data = info.data
+    axes: dict[str, list[str]] = {}
+    if data.get("source"):
+        axes["source"] = list(source_names(data["source"]))
+    if "export" in data:
+        axes["format"] = list(data["export"])
+    if "quantize" in data:
+        axes["mode"] = ["fp32", *(data["quantize"].modes if data["quantize"] else [])]
+    if "bench" in data:
+        bench = data["bench"] or BenchSection()
+        axes["device"] = [*bench.devices, *bench.estimate]
+    return axes
+
+
+def _source_named(value: str, names: list[str], info: ValidationInfo) -> str:
+    """An exclusion's source: a source's name, or its spec as written in the recipe."""
+    if value in names:
+        return value
+    specs = source_names(info.data["source"])
+    resolved = _resolve(value, info)
+    return next((name for name, spec in specs.items() if spec in (value, resolved)), value)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "model"
 
 
 def _load_scenario(value, base: Path) -> tuple[dict | None, list[str]]:

@@ -124,8 +124,9 @@ def write_index(path: Path, recipe, rows, steps, done, records) -> Path:
         for who in ("teacher", "student"):
             distill_rows.append([_cell(who), _cell(distill.get(f"{who}_parameters"), lambda n: f"{n:,}", "num"),
                                  _cell(distill.get(f"{who}_accuracy"), _percent, "num")])
+    source = ", ".join(recipe.sweep.values()) if recipe.sweep else recipe.source  # a sweep names every source
     page = _environment().from_string(PAGE).render(
-        name=recipe.name, source=recipe.source, style=Markup(STYLE), breakeven=headline,  # noqa: S704 - our own CSS
+        name=recipe.name, source=source, style=Markup(STYLE), breakeven=headline,  # noqa: S704 - our own CSS
         table=Markup(summary_table_html(rows)), distill=distill_rows, stages=stages)  # noqa: S704 - rendered escaped above
     atomic_write_text(path, page)
     return path

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from toolkit.errors import BadInput
@@ -93,9 +94,10 @@ def read_scenario(scenario) -> dict:
 
 def build_plan(variants: list[Variant], devices, scenario: dict | str | os.PathLike, *, min_accuracy=None,
                cloud_accuracy=None, latency_budget_ms: float | None = None, catalogue=None,
-               profiles_dir=None) -> Plan:
+               profiles_dir=None, skip: Collection[tuple[str, str]] = ()) -> Plan:
     """Price every variant on every device and rank them.
 
+    `skip`: (variant name, device) pairs left out of the ranking (a sweep's exclusions).
     `min_accuracy`: the floor for the whole system (device + cloud); default the cloud
     model's accuracy (the reference's on the validation data, or `cloud_accuracy`).
     `latency_budget_ms`: the p95 (p50 where only that is known) an option must answer within.
@@ -118,9 +120,13 @@ def build_plan(variants: list[Variant], devices, scenario: dict | str | os.PathL
         if variant.accuracy is None:
             raise BadInput(f"{variant.name}: its validation has no accuracy or agreement figure")
         for device in devices:
+            if (variant.name, device) in skip:
+                continue
             option = build_option(variant, device, profiles[device], fixed_share=fixed, floor=floor,
                                   cloud_accuracy=cloud, latency_budget_ms=latency_budget_ms, profiles_dir=profiles_dir)
             options.append(price_option(option, data, catalogue=catalogue, latency_budget_ms=latency_budget_ms))
+    if not options:
+        raise BadInput("every variant × device combination is excluded: nothing to plan")
     if all(option.error for option in options):
         raise BadInput(f"the scenario cannot be priced: {options[0].error}")
     ranked = rank(options)

@@ -25,7 +25,6 @@ from toolkit.validate.metrics import (
     Gate,
     OutputMetrics,
     compare_outputs,
-    confidence_of,
     evaluate_gates,
     match_outputs,
 )
@@ -71,6 +70,7 @@ class ValidationReport:
     errors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     # per example confidence and correctness (confidence.npz); its compact curve is serialised
     confidence: object | None = field(default=None, repr=False)  # toolkit.validate.metrics.Confidence
+    shards: int = 1  # how many shards the figures were reduced from
 
     def failed_gates(self) -> list[Gate]:
         return [gate for gate in self.gates if not gate.passed]
@@ -87,6 +87,7 @@ class ValidationReport:
             "reference_format": self.reference_format,
             "data": self.data,
             "samples": self.samples,
+            "shards": self.shards,
             "device": self.device,
             "passed": self.passed,
             "outputs": [metrics.to_dict() for metrics in self.outputs],
@@ -185,6 +186,9 @@ def validate(
     record: bool = True,
     batch_size: int = 256,
     input_shapes: dict[str, list[int]] | None = None,
+    workers: int = 1,
+    executor: str = "local",
+    address: str | None = None,
 ) -> ValidationReport:
     """Run CANDIDATE and REFERENCE on DATA and compare them; never raises for a failed gate.
 
@@ -197,8 +201,11 @@ def validate(
     batch (use 1 to see what a one-request-at-a-time device sees).
     A PyTorch side whose input shapes torch cannot tell (a factory) takes them from the
     data, or from `input_shapes` pins (`--input-shape`).
+    `workers` > 1 shards the data across processes (`executor="local"`) or Ray tasks
+    (`executor="ray"`, on the cluster at `address` or a local one): the same figures as one
+    process (toolkit.validate.shards).
     """
-    from toolkit.validate.sides import feed_count, load_side, prepare_feeds, run_candidate, run_side
+    from toolkit.validate.sides import feed_count, load_side, prepare_feeds
 
     check_gates(max_drop, min_agreement, min_sqnr)
     if top < 1:
@@ -217,18 +224,16 @@ def validate(
     timings["load"] = time.perf_counter() - started
 
     cand_feeds = prepare_feeds(dataset, cand.runner, "candidate")
-    ref_feeds = prepare_feeds(dataset, ref.runner, "reference")
+    prepare_feeds(dataset, ref.runner, "reference")  # data that fits neither side fails here, before any worker
     _check_output_counts(cand.runner, ref.runner)
 
-    tick = time.perf_counter()
-    cand_outputs = run_candidate(cand, cand_feeds, device, batch_size=batch_size)
-    timings["candidate"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    ref_outputs = run_side(ref.runner, ref_feeds, batch_size=batch_size)
-    timings["reference"] = time.perf_counter() - tick
+    from toolkit.validate.shards import sharded_figures
 
-    pairs = match_outputs(_names(cand.runner), cand_outputs, _names(ref.runner), ref_outputs)
-    metrics, errors = compare_outputs(pairs, dataset.labels, data_name=dataset.name)
+    figures = sharded_figures(cand, ref, dataset, candidate_spec=candidate, reference_spec=reference,
+                              source_options=source_options, batch_size=batch_size, workers=workers,
+                              executor=executor, address=address, device=device)
+    timings.update(figures.seconds)
+    metrics, errors = figures.metrics, figures.errors
     gates = evaluate_gates(metrics, max_drop, min_agreement, min_sqnr)
 
     checks = []
@@ -241,7 +246,7 @@ def validate(
         candidate=cand.label, reference=ref.label, data=dataset.name or str(data), samples=feed_count(cand_feeds, cand.runner.inputs),
         outputs=metrics, gates=gates, passed=all(gate.passed for gate in gates),
         candidate_format=cand.runner.format, reference_format=ref.runner.format, device=device,
-        shape_checks=checks, seconds=timings, errors=errors, confidence=confidence_of(pairs, dataset.labels),
+        shape_checks=checks, seconds=timings, errors=errors, confidence=figures.confidence, shards=figures.shards,
     )
     if per_layer:
         tick = time.perf_counter()

@@ -93,69 +93,181 @@ def match_outputs(cand_names, cand_outputs, ref_names, ref_outputs) -> list[tupl
 
 def compare_outputs(pairs, labels, data_name: str = "data") -> tuple[list[OutputMetrics], dict[str, np.ndarray]]:
     """Metrics for each output pair, and the error arrays (for histograms)."""
-    metrics, errors = [], {}
-    labelled = []
+    stats, errors = compare_stats(pairs, labels, data_name)
+    return [item.metrics() for item in stats], errors
+
+
+def compare_stats(pairs, labels, data_name: str = "data") -> tuple[list[OutputStats], dict[str, np.ndarray]]:
+    """The sufficient statistics of each output pair (one shard of the data), and the error arrays."""
+    stats, errors = [], {}
     for name, cand, ref_name, ref in pairs:
-        item, error = output_metrics(name, cand, ref_name, ref)
-        if labels is not None and item.classification and _labels_fit(labels, cand):
-            item.candidate_accuracy = top1_accuracy(cand, labels)
-            item.reference_accuracy = top1_accuracy(ref, labels)
-            item.drop = (item.reference_accuracy - item.candidate_accuracy) * 100.0
-            labelled.append(name)
-        metrics.append(item)
+        fits = labels is not None and _labels_fit(labels, cand)
+        item, error = output_stats(name, cand, ref_name, ref, labels if fits else None)
+        stats.append(item)
         errors[name] = error
-    if labels is not None and not labelled:
-        shapes = ", ".join(f"{m.name} {m.shape}" for m in metrics)
+    if labels is not None and not any(item.labelled is not None for item in stats):
+        shapes = ", ".join(f"{item.name} {item.shape}" for item in stats)
         raise BadInput(f"{data_name}: labels of shape {list(np.shape(labels))} fit no classification output ({shapes})")
-    return metrics, errors
+    return stats, errors
+
+
+@dataclass
+class OutputStats:
+    """What the figures of one output are computed from, for one shard of the data: counts,
+    sums and maxima that merge exactly (counts, max) or up to summation order (sums).
+
+    One code path makes every figure: a run on one process is one shard; a sharded run
+    merges its shards' stats in data order (`merge`) and calls `metrics()` once.
+    Outputs are joined along axis 0 (the example axis of every batched output).
+    """
+
+    name: str
+    reference_name: str
+    shape: list[int]
+    classification: bool
+    nan: int = 0
+    inf: int = 0
+    reference_nonfinite: int = 0
+    error_nonfinite: int = 0  # elements where candidate - reference is NaN or Inf
+    abs_error_sum: float = 0.0  # over finite errors
+    abs_error_max: float = 0.0
+    noise: float = 0.0  # sum of squared finite errors
+    signal: float = 0.0  # sum of squared finite reference values
+    cosine_sum: float = 0.0  # per example cosines, summed
+    cosine_rows: int = 0
+    agreeing: int = 0  # argmax agreements (classification outputs)
+    positions: int = 0  # argmax positions compared
+    labelled: int | None = None  # labelled positions, when labels fit this output
+    candidate_correct: int = 0
+    reference_correct: int = 0
+
+    @property
+    def elements(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    def merge(self, other: OutputStats) -> OutputStats:
+        """These stats followed by `other`'s (the next shard along axis 0)."""
+        if (other.name, other.classification, other.shape[1:]) != (self.name, self.classification, self.shape[1:]) \
+                or not self.shape:
+            raise BadInput(f"output {self.name!r}: shards of shapes {self.shape} and {other.shape} cannot be joined "
+                           "(an output that is not batched on axis 0 needs --workers 1)")
+        labelled = None if self.labelled is None or other.labelled is None else self.labelled + other.labelled
+        return OutputStats(
+            name=self.name, reference_name=self.reference_name, shape=[self.shape[0] + other.shape[0], *self.shape[1:]],
+            classification=self.classification, nan=self.nan + other.nan, inf=self.inf + other.inf,
+            reference_nonfinite=self.reference_nonfinite + other.reference_nonfinite,
+            error_nonfinite=self.error_nonfinite + other.error_nonfinite,
+            abs_error_sum=self.abs_error_sum + other.abs_error_sum,
+            abs_error_max=max(self.abs_error_max, other.abs_error_max),
+            noise=self.noise + other.noise, signal=self.signal + other.signal,
+            cosine_sum=self.cosine_sum + other.cosine_sum, cosine_rows=self.cosine_rows + other.cosine_rows,
+            agreeing=self.agreeing + other.agreeing, positions=self.positions + other.positions,
+            labelled=labelled, candidate_correct=self.candidate_correct + other.candidate_correct,
+            reference_correct=self.reference_correct + other.reference_correct,
+        )
+
+    def metrics(self) -> OutputMetrics:
+        """The figures `validate` reports, from the (merged) stats."""
+        all_finite = self.error_nonfinite == 0
+        noise = self.noise if all_finite else math.nan
+        if noise == 0.0:
+            sqnr = math.inf
+        elif math.isnan(noise):
+            sqnr = math.nan
+        else:
+            sqnr = 10.0 * math.log10(self.signal / noise) if self.signal > 0 else -math.inf
+        elements = self.elements
+        item = OutputMetrics(
+            name=self.name,
+            reference_name=self.reference_name,
+            shape=list(self.shape),
+            classification=self.classification,
+            max_abs_error=self.abs_error_max if all_finite else math.inf,
+            mean_abs_error=(self.abs_error_sum / elements if elements else 0.0) if all_finite else math.inf,
+            cosine=self.cosine_sum / self.cosine_rows if self.cosine_rows else math.nan,
+            sqnr_db=sqnr,
+            identical=bool(noise == 0.0),
+            nonfinite=self.nan + self.inf,
+            nan=self.nan,
+            inf=self.inf,
+            reference_nonfinite=self.reference_nonfinite,
+        )
+        if self.classification:
+            item.agreement = self.agreeing / self.positions if self.positions else math.nan
+        if self.labelled is not None:
+            item.candidate_accuracy = self.candidate_correct / self.labelled if self.labelled else math.nan
+            item.reference_accuracy = self.reference_correct / self.labelled if self.labelled else math.nan
+            item.drop = (item.reference_accuracy - item.candidate_accuracy) * 100.0
+        return item
+
+
+def merge_stats(shards: list[list[OutputStats]]) -> list[OutputStats]:
+    """Each output's stats over all shards, merged in data order."""
+    merged = list(shards[0])
+    for shard in shards[1:]:
+        merged = [total.merge(part) for total, part in zip(merged, shard, strict=True)]
+    return merged
 
 
 def output_metrics(name: str, cand: np.ndarray, ref_name: str, ref: np.ndarray) -> tuple[OutputMetrics, np.ndarray]:
+    stats, error = output_stats(name, cand, ref_name, ref)
+    return stats.metrics(), error
+
+
+def output_stats(name: str, cand: np.ndarray, ref_name: str, ref: np.ndarray,
+                 labels=None) -> tuple[OutputStats, np.ndarray]:
+    """The stats of one output pair (and its labels, when they fit), and candidate - reference."""
     cand64 = cand.astype(np.float64, copy=False)
     ref64 = ref.astype(np.float64, copy=False)
-    nan, inf = int(np.isnan(cand64).sum()), int(np.isinf(cand64).sum())
     error = cand64 - ref64
     finite = np.isfinite(error)
-    abs_error = np.abs(error[finite]) if finite.any() else np.zeros(1)
-    noise = float(np.square(error).sum()) if finite.all() else math.nan
-    signal = float(np.square(ref64[np.isfinite(ref64)]).sum())
-    if noise == 0.0:
-        sqnr = math.inf
-    elif math.isnan(noise):
-        sqnr = math.nan
-    else:
-        sqnr = 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
+    abs_error = np.abs(error[finite])
     classification = cand.ndim >= 2 and cand.shape[-1] > 1 and cand.dtype.kind == "f"
-    item = OutputMetrics(
+    a, b = _example_rows(cand64), _example_rows(ref64)
+    stats = OutputStats(
         name=name,
         reference_name=ref_name,
         shape=list(cand.shape),
         classification=classification,
-        max_abs_error=float(abs_error.max()) if finite.all() else math.inf,
-        mean_abs_error=float(abs_error.mean()) if finite.all() else math.inf,
-        cosine=cosine_similarity(cand64, ref64),
-        sqnr_db=sqnr,
-        identical=bool(noise == 0.0),
-        nonfinite=nan + inf,
-        nan=nan,
-        inf=inf,
+        nan=int(np.isnan(cand64).sum()),
+        inf=int(np.isinf(cand64).sum()),
         reference_nonfinite=int((~np.isfinite(ref64)).sum()),
+        error_nonfinite=int(error.size - finite.sum()),
+        abs_error_sum=float(abs_error.sum()),
+        abs_error_max=float(abs_error.max()) if abs_error.size else 0.0,
+        noise=float(np.square(error[finite]).sum()),
+        signal=float(np.square(ref64[np.isfinite(ref64)]).sum()),
+        cosine_sum=float(np.sum(row_cosines(a, b))),
+        cosine_rows=len(a),
     )
     if classification:
-        item.agreement = float(np.mean(cand.argmax(-1) == ref.argmax(-1)))
-    return item, error.astype(np.float32).ravel()
+        agree = cand.argmax(-1) == ref.argmax(-1)
+        stats.agreeing, stats.positions = int(agree.sum()), int(agree.size)
+    if labels is not None and classification:
+        labels = np.asarray(labels)
+        keep = labels != IGNORE_LABEL
+        stats.labelled = int(keep.sum())
+        stats.candidate_correct = int((cand.argmax(-1)[keep] == labels[keep]).sum())
+        stats.reference_correct = int((ref.argmax(-1)[keep] == labels[keep]).sum())
+    return stats, error.astype(np.float32).ravel()
 
 
-def cosine_similarity(cand: np.ndarray, ref: np.ndarray) -> float:
-    """Mean over examples of the cosine between the two outputs (flattened per example)."""
-    a = cand.reshape(len(cand), -1) if cand.ndim >= 1 and len(cand) else cand.reshape(1, -1)
-    b = ref.reshape(len(ref), -1) if ref.ndim >= 1 and len(ref) else ref.reshape(1, -1)
+def _example_rows(array: np.ndarray) -> np.ndarray:
+    return array.reshape(len(array), -1) if array.ndim >= 1 and len(array) else array.reshape(1, -1)
+
+
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine between each row of `a` and of `b` (1 where both rows are zero)."""
     dot = np.einsum("ij,ij->i", a, b)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(both_zero, 1.0, dot / np.where(norms == 0, np.inf, norms))
-    return float(np.mean(cos))
+        return np.where(both_zero, 1.0, dot / np.where(norms == 0, np.inf, norms))
+
+
+def cosine_similarity(cand: np.ndarray, ref: np.ndarray) -> float:
+    """Mean over examples of the cosine between the two outputs (flattened per example)."""
+    return float(np.mean(row_cosines(_example_rows(cand), _example_rows(ref))))
 
 
 def _labels_fit(labels, output: np.ndarray) -> bool:
@@ -307,3 +419,14 @@ def system_accuracy(point: list, examples: int, cloud_accuracy: float | None = N
     _, kept, kept_correct, routed_reference_correct = point
     routed = routed_reference_correct if cloud_accuracy is None else cloud_accuracy * (examples - kept)
     return (kept_correct + routed) / examples
+
+
+def join_confidences(parts: list[Confidence | None]) -> Confidence | None:
+    """The Confidence of the whole data from its shards' (in data order): the rows, concatenated."""
+    parts = [part for part in parts if part is not None]
+    if not parts:
+        return None
+    first = parts[0]
+    return Confidence(first.output, first.against,
+                      **{key: np.concatenate([getattr(part, key) for part in parts])
+                         for key in ("probability", "margin", "correct", "reference_correct")})
