@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from toolkit.commands.data_options import apply as apply_data_options
+from toolkit.commands.data_options import check_used as check_data_flags_used
 from toolkit.commands.data_options import data_options
+from toolkit.commands.lm_options import lm_options
 from toolkit.common.units import human_bytes
 from toolkit.errors import BadInput
 
@@ -19,6 +21,7 @@ Examples:
   edgeward quantize exported/digits-onnx --mode auto --data builtin:digits:test --max-drop 1
   edgeward quantize model.onnx --mode auto --data eval.npz --objective latency
   edgeward quantize builtin:digits --mode auto --data builtin:digits:test --formats onnx,tflite
+  edgeward quantize exported/qwen2-onnx --mode auto --data text.txt --max-ppl-ratio 1.05   # language model
 
 \b
 MODEL is an .onnx/.tflite file or an artifact folder. An .npz for --calibration holds
@@ -60,9 +63,11 @@ smaller one when two are within 3%.
                    "folder, the file's own for an .onnx/.tflite model).")
 @click.option("--device", metavar="NAME", help="auto: the device profile whose CPU the int8 check uses (default: this host).")
 @data_options
+@lm_options
 def command(model, mode, calibration, method, per_tensor, calibration_size, block_size, exclude_nodes, allow_unchanged,
             out_dir, force,
-            list_modes, data, max_drop, min_agreement, budget_s, objective, formats, device, data_options):
+            list_modes, data, max_drop, min_agreement, budget_s, objective, formats, device, data_options,
+            lm_options=None):
     """Quantize an ONNX or TFLite model (int8, fp16, int4, auto) into an artifact folder."""
     from toolkit.console import emit, verbose
 
@@ -76,6 +81,13 @@ def command(model, mode, calibration, method, per_tensor, calibration_size, bloc
         raise BadInput("give a MODEL (an .onnx/.tflite file or artifact folder), or --list-modes")
     if not mode:
         raise BadInput("give --mode (edgeward quantize --list-modes shows them)")
+    from toolkit.commands.lm_options import auto_language_model, is_language_model, refuse_lm_flags
+
+    if mode == "auto" and is_language_model(model):  # gated on text: perplexity, agreement, KL
+        return auto_language_model(model, out_dir, data, options=lm_options, min_agreement=min_agreement,
+                                   max_length=data_options["max_length"], force=force)
+    refuse_lm_flags(lm_options)
+    check_data_flags_used(data_options, calibration, data)
     calibration = apply_data_options(calibration, data_options, model)
     data = apply_data_options(data, data_options, model)
     if mode == "auto":

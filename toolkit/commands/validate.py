@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from toolkit.commands.data_options import apply as apply_data_options
+from toolkit.commands.data_options import check_used as check_data_flags_used
 from toolkit.commands.data_options import data_options
+from toolkit.commands.lm_options import LM_GATES, lm_options
 
 EPILOG = """\b
 Examples:
@@ -15,6 +17,8 @@ Examples:
       --shapes input_ids=1x64,1x32 --min-agreement 0.98
   edgeward validate exported/digits-int8 --reference builtin:digits-cnn --data builtin:digits:test --device pi5
   edgeward validate model-int8.onnx --reference mypkg.nets:make_net --data eval.npz   # shapes from the data
+  edgeward validate exported/qwen2-int4 --reference exported/qwen2-onnx --data text.txt --max-ppl-ratio 1.05
+  edgeward validate exported/digits-int8 --reference builtin:digits-cnn --data big.npz --workers 4
 
 \b
 Gates (a gate that fails is exit 1, naming the figure and the bar):
@@ -22,6 +26,9 @@ Gates (a gate that fails is exit 1, naming the figure and the bar):
   --min-agreement 0.99 the candidate's argmax agrees with the reference on 99% of examples
   --min-sqnr 20        every float output's signal-to-quantization-noise ratio is >= 20 dB
 Turn one off with --no-gate drop|agreement|sqnr.
+A language model (an exported LM folder) is compared on text (.txt lines or .jsonl `text`):
+--max-ppl-ratio 1.10, --min-agreement 0.90 (next token), --max-kl 0.10, and optionally
+--min-greedy-match; turn one off with --no-gate ppl|agreement|kl|greedy.
 
 \b
 CANDIDATE and --reference take an .onnx/.tflite file, an artifact folder, or a PyTorch
@@ -47,7 +54,7 @@ folder, with options as 'photos/?size=224&layout=nhwc' or as the data flags
               help="Least argmax agreement with the reference (0..1).")
 @click.option("--min-sqnr", type=float, default=20.0, show_default=True, metavar="DB",
               help="Least SQNR of every float output, in dB.")
-@click.option("--no-gate", "no_gates", multiple=True, type=click.Choice(["drop", "agreement", "sqnr"]),
+@click.option("--no-gate", "no_gates", multiple=True, type=click.Choice(["drop", "agreement", "sqnr", *LM_GATES]),
               help="Turn a gate off (repeatable).")
 @click.option("--shapes", multiple=True, metavar="NAME=AxB[,CxD]",
               help="Also run both models on random data at these shapes (repeatable).")
@@ -63,11 +70,28 @@ folder, with options as 'photos/?size=224&layout=nhwc' or as the data flags
 @click.option("--no-record", is_flag=True, help="Do not write the result into the candidate's manifest.")
 @click.option("--max-fallback", type=click.FloatRange(0, 100), default=None, metavar="PCT",
               help="With --device: at most PCT percent of the work outside the accelerator (exit 1).")
+@click.option("--workers", type=int, default=1, show_default=True, metavar="N",
+              help="Shard the data across N workers (processes, or Ray tasks with --executor ray); same figures.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where the shards run: local processes, or Ray (pip install edgeward[ray]).")
+@click.option("--address", metavar="ADDR", default=None,
+              help="With --executor ray: join the Ray cluster at ADDR (default: start a local one).")
 @data_options
+@lm_options
 def command(candidate, reference, data, out_dir, max_drop, min_agreement, min_sqnr, no_gates, shapes, input_shapes,
-            per_layer, top, device, profiles, batch_size, no_record, max_fallback, data_options):
+            per_layer, top, device, profiles, batch_size, no_record, max_fallback, data_options,
+            workers=1, executor="local", address=None, lm_options=None):
     """Compare CANDIDATE with its reference on DATA: accuracy, agreement, error and gates."""
     import os
+
+    from toolkit.commands.lm_options import is_language_model, refuse_lm_flags, validate_language_model
+
+    if is_language_model(candidate):  # text in, perplexity / agreement / KL / greedy match out
+        return validate_language_model(candidate, reference, data, options=lm_options, min_agreement=min_agreement,
+                                       no_gates=no_gates, max_length=data_options["max_length"], out_dir=out_dir,
+                                       record=not no_record, unused={"--device": device, "--per-layer": per_layer,
+                                                                     "--shapes": shapes, "--workers": workers > 1})
+    refuse_lm_flags(lm_options)
 
     from toolkit.console import emit
     from toolkit.errors import GateFailed
@@ -76,6 +100,7 @@ def command(candidate, reference, data, out_dir, max_drop, min_agreement, min_sq
 
     if profiles:  # the device lookup reads $EDGEWARD_PROFILES first (toolkit.devices.profiles)
         os.environ["EDGEWARD_PROFILES"] = os.pathsep.join(filter(None, [profiles, os.environ.get("EDGEWARD_PROFILES")]))
+    check_data_flags_used(data_options, data)
     data = apply_data_options(data, data_options, reference, candidate)
     report = validate(
         candidate, reference, data,
@@ -84,6 +109,7 @@ def command(candidate, reference, data, out_dir, max_drop, min_agreement, min_sq
         min_sqnr=None if "sqnr" in no_gates else min_sqnr,
         shapes=list(shapes), device=device, per_layer=per_layer, top=top, out_dir=out_dir,
         record=not no_record, batch_size=batch_size, input_shapes=parse_input_shapes(input_shapes),
+        workers=workers, executor=executor, address=address,
     )
     placement = device_placement(candidate, device, max_fallback)
     emit({**report.to_dict(), **placement}, summary_text(report, out_dir)

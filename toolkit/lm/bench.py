@@ -27,7 +27,7 @@ TIMEOUT_S = 1800
 def bench_lm(model, *, prompt_tokens: int = 32, new_tokens: int = 32, runs: int = 3, warmup: int = 1,
              threads: int | None = None) -> dict:
     """Measure `model` (an exported LM folder or its model.onnx) locally; returns a JSON-ready record."""
-    from toolkit.lm.folder import context_length, read_config
+    from toolkit.lm.folder import context_length, head_dim, read_config
     from toolkit.lm.model import model_file
 
     folder, onnx_path = model_file(Path(model))
@@ -40,7 +40,7 @@ def bench_lm(model, *, prompt_tokens: int = 32, new_tokens: int = 32, runs: int 
                        f"of {context} tokens")
     request = {"model": str(onnx_path.absolute()), "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
                "runs": runs, "warmup": warmup, "threads": threads, "context": context,
-               "vocab_size": int(config.get("vocab_size") or 2)}
+               "vocab_size": int(config.get("vocab_size") or 2), "head_dim": head_dim(config)}
     try:
         done = subprocess.run([sys.executable, "-m", "toolkit.lm.bench", json.dumps(request)],
                               capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
@@ -59,7 +59,8 @@ def measure(request: dict) -> dict:
     """Runs in the child: warm-up, then `runs` × (prefill + decode), timed with perf_counter."""
     from toolkit.lm.decoder import KvDecoder, open_session
 
-    decoder = KvDecoder(open_session(Path(request["model"]), request["threads"]), context=request["context"])
+    decoder = KvDecoder(open_session(Path(request["model"]), request["threads"]), context=request["context"],
+                        head_dim=request.get("head_dim"))
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, request["vocab_size"], size=request["prompt_tokens"], dtype=np.int64)
     ttft, decode = [], []

@@ -39,9 +39,10 @@ def open_session(model_path: Path, threads: int | None = None):
 class KvDecoder:
     """One sequence (batch 1) through a with-past decoder; `past_length` tokens are cached."""
 
-    def __init__(self, session, context: int | None = None):
+    def __init__(self, session, context: int | None = None, head_dim: int | None = None):
         self.session = session
         self.context = context
+        self.head_dim = head_dim  # for a cache input whose last axis is symbolic (onnxruntime-genai's graphs)
         self.input_names = [item.name for item in session.get_inputs()]
         self.past_specs = {item.name: item for item in session.get_inputs() if item.name.startswith(PAST_PREFIX)}
         if "input_ids" not in self.input_names or not self.past_specs:
@@ -56,6 +57,8 @@ class KvDecoder:
 
     def _empty(self, spec) -> np.ndarray:
         shape = [1 if i == 0 else (dim if isinstance(dim, int) else 0) for i, dim in enumerate(spec.shape)]
+        if len(shape) == 4 and shape[3] == 0 and self.head_dim:
+            shape[3] = self.head_dim
         if len(shape) != 4:
             raise Unsupported(f"unexpected KV cache input {spec.name} of shape {spec.shape}")
         return np.zeros(shape, dtype=ORT_TYPES.get(spec.type, np.float32))

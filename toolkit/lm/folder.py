@@ -12,7 +12,7 @@ from toolkit.errors import BadInput
 # transformers'); optimum may accept more, which are tried but not promised.
 CHECKED_FAMILIES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "gpt2")
 # Files beside the model that generation needs: the config (context length, KV layout) and the tokenizer.
-SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+SIDE_FILES = ("config.json", "generation_config.json", "genai_config.json", "tokenizer.json", "tokenizer_config.json",
               "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
@@ -69,3 +69,16 @@ def is_lm_artifact(path) -> bool:
     path = Path(path)
     folder = path.parent if path.suffix.lower() == ".onnx" else path
     return (folder / "model.onnx").is_file() and is_causal_lm(folder) and has_tokenizer(folder)
+
+
+def head_dim(config: dict) -> int | None:
+    """The size of one attention head: `head_dim` where the config says (Gemma, Qwen3), else hidden / heads."""
+    text = config.get("text_config") or {}
+    explicit = config.get("head_dim") or text.get("head_dim")
+    if isinstance(explicit, int) and explicit > 0:
+        return explicit
+    hidden = config.get("hidden_size") or config.get("n_embd") or text.get("hidden_size")
+    heads = config.get("num_attention_heads") or config.get("n_head") or text.get("num_attention_heads")
+    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
+        return hidden // heads
+    return None

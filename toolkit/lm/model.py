@@ -8,7 +8,7 @@ from pathlib import Path
 
 from toolkit.errors import BadInput
 from toolkit.lm.decoder import KvDecoder, open_session
-from toolkit.lm.folder import context_length, read_config, require_tokenizer
+from toolkit.lm.folder import context_length, head_dim, read_config, require_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def open_lm(path, *, threads: int | None = None) -> LanguageModel:
     if not config:
         raise BadInput(f"{folder}: no config.json beside the model (the exported folder carries one)")
     tokenizer = load_tokenizer(folder)
-    decoder = KvDecoder(open_session(onnx_path, threads), context=context_length(config))
+    decoder = KvDecoder(open_session(onnx_path, threads), context=context_length(config), head_dim=head_dim(config))
     eos = config.get("eos_token_id")
     eos_ids = set(eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else [])
     if tokenizer.eos_token_id is not None:

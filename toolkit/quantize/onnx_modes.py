@@ -26,11 +26,13 @@ from toolkit.quantize.onnx_embeddings import (
     replace_nodes,
     sum_before_layernorm,
 )
+from toolkit.quantize.onnx_fusion import fuse_transformer
 from toolkit.quantize.onnx_graph import LARGE_MODEL_BYTES, all_nodes, is_large
 
 DEBUG_METADATA_PREFIXES = ("pkg.torch.onnx.", "namespace")
 INT4_BLOCK_SIZE = 32
 INT4_GATHER_OPSET = 21  # int4 tensors (GatherBlockQuantized tables) need opset 21
+LM_ACCURACY_LEVEL = 4  # MatMulNBits with int8 activations, for language models
 
 
 def pre_process(model_path: Path, workdir: Path) -> Path:
@@ -434,6 +436,8 @@ def int4_weight(model_path: Path, out_path: Path, *, workdir: Path, exclude_node
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    from toolkit.lm.folder import is_lm_artifact
+
     pre = pre_process(model_path, workdir)
     original_opset = opset_version(onnx.load(str(pre), load_external_data=False))
     pre = _at_least_opset(pre, INT4_GATHER_OPSET, workdir)
@@ -442,10 +446,14 @@ def int4_weight(model_path: Path, out_path: Path, *, workdir: Path, exclude_node
     op_types = ("MatMul", "Gather") if opset >= INT4_GATHER_OPSET else ("MatMul",)
     excluded = set(exclude_nodes or [])
     rewritten = gemm_to_matmul(model, excluded)
+    # A language model's MatMuls run with int8 activations (accuracy level 4), as onnxruntime-genai's
+    # builder does on CPU: decode measured 1.8x faster than float compute here (toolkit/lm/genai_builder.py).
+    accuracy_level = LM_ACCURACY_LEVEL if is_lm_artifact(model_path) else None
     with quiet():
         quantizer = MatMulNBitsQuantizer(
             model, bits=4, block_size=block_size, is_symmetric=True, nodes_to_exclude=list(excluded),
             op_types_to_quantize=op_types,  # Gather: embedding tables -> GatherBlockQuantized
+            accuracy_level=accuracy_level,
         )
         quantizer.process()
     quantized = quantizer.model.model
@@ -459,6 +467,8 @@ def int4_weight(model_path: Path, out_path: Path, *, workdir: Path, exclude_node
     save(quantized, out_path)
     notes = {"bits": 4, "block_size": block_size, "matmulnbits_nodes": count,
              "gather_block_quantized_nodes": gathers, "gemm_rewritten": rewritten}
+    if accuracy_level is not None:
+        notes["accuracy_level"] = accuracy_level  # int8 activations in MatMulNBits
     if opset != original_opset:
         notes["opset_converted"] = [original_opset, opset]
     if "Gather" not in op_types:
@@ -508,7 +518,7 @@ def gemm_to_matmul(model, excluded: set[str]) -> int:
 
 
 def dynamic_int8_int4emb(model_path: Path, out_path: Path, *, workdir: Path, per_channel: bool = True,
-                      exclude_nodes=None, **_) -> dict:
+                         exclude_nodes=None, fuse: bool = True, **_) -> dict:
     """dynamic-int8 for MatMul/Conv, embedding tables as int4, and Add+LayerNorm kept apart.
 
     Three measured choices (BERT-like encoder, onnxruntime 1.32, one x86 thread):
@@ -520,6 +530,10 @@ def dynamic_int8_int4emb(model_path: Path, out_path: Path, *, workdir: Path, per
       onnxruntime's graph optimiser no longer fuses it into SkipLayerNormalization, whose CPU
       kernel measured 7x slower than Add + LayerNormalization (132 vs 19 µs at 128x256).
     A model without embeddings (a CNN) gets dynamic-int8 plus the LayerNorm rewrite.
+    A BERT-like encoder is first fused (`onnx_fusion.fuse_transformer`: Attention -> QAttention,
+    BiasGelu): 0.88x the unfused model's p50 on the benchmark's BERT (AVX2, 1 thread); the
+    manifest says whether it ran (`transformer_fusion`). Plain dynamic-int8 stays unfused: there
+    the fused model was no faster (onnxruntime turns its Add + LayerNorm into SkipLayerNorm).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -528,12 +542,17 @@ def dynamic_int8_int4emb(model_path: Path, out_path: Path, *, workdir: Path, per
     excluded = set(exclude_nodes or [])
     reduce_range = u8s8_saturates_here()
     pre = pre_process(model_path, workdir)
+    fusion = fuse_transformer(pre, workdir, config_dir=model_path.parent) if fuse else None
+    if fusion is not None and fusion.fused:
+        pre = fusion.model_path
     tmp = workdir / "quantized.onnx"
     with quiet():
         quantize_dynamic(
             str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range,
             op_types_to_quantize=[op for op in IntegerOpsRegistry if op != "Gather"],
             nodes_to_exclude=_with_gemm_names(excluded), use_external_data_format=is_large(pre),
+            # contrib ops (Attention) have no type in onnx's shape inference: their outputs are float
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     model = onnx.load(str(tmp))
     tables = int4_embeddings(model, excluded)
@@ -542,4 +561,5 @@ def dynamic_int8_int4emb(model_path: Path, out_path: Path, *, workdir: Path, per
     return {"weight_type": "int8", "activations": "uint8, dynamic", "per_channel": per_channel,
             "reduce_range": reduce_range,
             "embedding_tables_int4": tables, "embedding_block_size": EMBEDDING_BLOCK_SIZE,
-            "embedding_scales": "float16", "add_layernorm_as_sum": unfused}
+            "embedding_scales": "float16", "add_layernorm_as_sum": unfused,
+            "transformer_fusion": fusion.notes() if fusion is not None else {"applied": False, "reason": "off"}}
