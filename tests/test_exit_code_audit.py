@@ -118,6 +118,12 @@ def test_a_valid_tflite_model_the_interpreter_cannot_run_is_exit_3(run_cli, tfli
     assert ("EdgewardTestOp" if case == "custom_op" else "version '99'") in result.stderr
 
 
+def test_estimating_a_tflite_model_the_interpreter_cannot_run_is_exit_3(run_cli, tflite_files):
+    result = run_cli("bench", tflite_files["custom_op"], "--estimate", "--device", "raspberry-pi-5")
+    assert result.exit_code == 3, result.stderr
+    assert "EdgewardTestOp" in result.stderr and "unexpected" not in result.stderr
+
+
 def test_a_truncated_tflite_model_is_exit_2(run_cli, tflite_files, tmp_path):
     truncated = tmp_path / "truncated.tflite"
     whole = tflite_files["ok"].read_bytes()

@@ -226,8 +226,10 @@ def count_tflite(path: Path) -> GraphCount:
         interpreter.allocate_tensors()
         op_details = interpreter._get_ops_details()
         tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    except Exception as error:
-        raise BadInput(f"{path}: the TFLite interpreter cannot read it: {str(error).splitlines()[0][:200]}") from None
+    except Exception as error:  # a broken file is exit 2, a valid one LiteRT cannot run (custom op) exit 3
+        from toolkit.runtime import tflite_load_error
+
+        raise tflite_load_error(path, error) from None
     inputs = [d["index"] for d in interpreter.get_input_details()]
     outputs = [d["index"] for d in interpreter.get_output_details()]
     produced = {int(i) for op in op_details for i in op["outputs"]}
