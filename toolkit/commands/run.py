@@ -49,12 +49,13 @@ def plan_recommendation(out_dir: Path) -> str | None:
 
 
 def result_json(result) -> dict:
-    return {"out_dir": str(result.out_dir), "report": str(result.report), "seconds": round(result.seconds, 2),
-            "steps": result.steps, "summary": result.rows}
+    published = {"url": result.url} if getattr(result, "url", None) else {}
+    return {"out_dir": str(result.out_dir), **published, "report": str(result.report),
+            "seconds": round(result.seconds, 2), "steps": result.steps, "summary": result.rows}
 
 
-def run_and_print(recipe, out_dir: Path, force: bool, dry_run: bool, executor: str = "serial",
-                  address: str | None = None) -> None:
+def run_and_print(recipe, out_dir: Path | str, force: bool, dry_run: bool, executor: str = "serial",
+                  address: str | None = None, storage_options: dict | None = None) -> None:
     import sys
 
     from toolkit.console import ProgressDisplay
@@ -65,11 +66,13 @@ def run_and_print(recipe, out_dir: Path, force: bool, dry_run: bool, executor: s
     show = executor != "serial" or sys.stderr.isatty()
     with ProgressDisplay() as display:
         result = run(recipe, out_dir, force=force, dry_run=dry_run, executor=executor, address=address,
-                     progress=display if show else None)
+                     progress=display if show else None, storage_options=storage_options)
     if dry_run:
         emit({"plan": result.steps}, "\n".join(f"{s['status']:>5}  {s['step']}" for s in result.steps))
         return
     emit(result_json(result), summary_text(result))
+    if getattr(result, "url", None):
+        info(f"published to {result.url} (local copy: {result.out_dir})")
     info(f"open {result.report} in a browser for every stage's report")
 
 
@@ -98,6 +101,8 @@ Examples:
   edgeward run recipe.yaml -o exported/my-run --force
   edgeward run recipe.yaml --executor ray                  # a local Ray cluster (2 CPUs)
   edgeward run recipe.yaml --executor ray --address HOST:6379
+  edgeward run recipe.yaml -o /mnt/shared/runs/r1          # a path every node sees
+  edgeward run recipe.yaml -o s3://bucket/runs/r1 --storage-option endpoint_url=http://10.0.0.5:9000
 
 \b
 A step is reused when its folder records the same inputs and options; editing only
@@ -105,16 +110,34 @@ the break-even scenario reruns only the report.
 """
 )
 @click.argument("recipe_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (default: exported/<recipe name>).")
+@click.option("-o", "--out", "out_dir", metavar="DIR|URL", default=None,
+              help="Output folder, or an fsspec URL such as s3://bucket/prefix (pip install 'edgeward[storage]'; "
+                   "default: exported/<recipe name>).")
+@click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+              help="With a URL -o: an fsspec storage option, e.g. endpoint_url=http://HOST:9000 (repeatable).")
 @click.option("--force", is_flag=True, help="Redo every step, even unchanged ones.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (what would run, what would be reused).")
 @executor_options
-def command(recipe_file: Path, out_dir: Path | None, force: bool, dry_run: bool, executor: str,
-            address: str | None) -> None:
+def command(recipe_file: Path, out_dir: str | None, storage_options: tuple[str, ...], force: bool, dry_run: bool,
+            executor: str, address: str | None) -> None:
     """Run a recipe: source, distill, export, quantize, validate, bench, break-even."""
     from toolkit.pipeline.recipe import load_recipe
+    from toolkit.pipeline.storage import is_url
 
+    options = parse_storage_options(storage_options)
     recipe = load_recipe(recipe_file)
     check_executor(executor, address)
-    run_and_print(recipe, out_dir or Path("exported") / recipe.name, force, dry_run, executor, address)
+    target = out_dir if out_dir and is_url(out_dir) else Path(out_dir or Path("exported") / recipe.name)
+    run_and_print(recipe, target, force, dry_run, executor, address, storage_options=options or None)
+
+
+def parse_storage_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    from toolkit.errors import BadInput
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"--storage-option {pair}: give KEY=VALUE, e.g. endpoint_url=http://HOST:9000")
+        options[key.strip()] = value
+    return options

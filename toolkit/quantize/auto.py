@@ -42,15 +42,17 @@ auto_mixed.py is the mixed-precision fallback and auto_tries.py the table of tri
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from toolkit.common.units import human_bytes
-from toolkit.errors import BadInput, EdgewardWarning
+from toolkit.errors import BadInput, EdgewardWarning, missing_library
 from toolkit.quantize.auto_formats import (
     EXPECTED_RATIO,
     FormatSide,
@@ -142,6 +144,9 @@ def auto_quantize(
     objective: str = "size",
     formats: list[str] | tuple[str, ...] | None = None,
     device: str | None = None,
+    workers: int = 1,
+    executor: str = "local",
+    address: str | None = None,
 ) -> AutoResult:
     """Try the modes that apply to MODEL, smallest first; keep the smallest (or fastest) that passes on DATA.
 
@@ -152,9 +157,12 @@ def auto_quantize(
     "latency" the fastest (p50, 1 thread, batch 1; near-ties go to the smaller).
     `formats`: the formats to search (default: both for a source, the file's own for a model
     file). `device`: the device profile whose CPU the int8 check uses (default: this host).
+    `workers`, `executor`, `address`: shard each try's validation (see toolkit.validate.validate);
+    the same figures, so the same choice, as one process.
     """
     started = time.perf_counter()
     _check_arguments(max_drop, min_agreement, objective, budget_s, formats, device)
+    _check_sharding(workers, executor, address)
     out_dir, sides = _open_sides(model, out_dir, data, calibration, formats, force)
     first = next(iter(sides.values()))
     gates = {"max_drop": max_drop if first.dataset.labels is not None else None, "min_agreement": min_agreement}
@@ -162,10 +170,12 @@ def auto_quantize(
         gates["min_agreement"] = DEFAULT_AGREEMENT_WITHOUT_LABELS
         warnings.warn(f"{first.dataset.name}: no labels, so the gate is argmax agreement >= "
                       f"{DEFAULT_AGREEMENT_WITHOUT_LABELS}", EdgewardWarning, stacklevel=2)
-    state = SearchState(out_dir, sides, gates, objective)
+    state = SearchState(out_dir, sides, gates, objective,
+                        shards={"workers": workers, "executor": executor, "address": address})
     searching = time.perf_counter()  # the budget is for the search: exporting the float models is not counted
 
-    stopped = _search(state, sides, objective, searching, budget_s)
+    with _ray_session(executor, address, workers):  # one cluster for every try's shards
+        stopped = _search(state, sides, objective, searching, budget_s)
     if objective == "latency":
         state.retime_passing()
     best = state.best()
@@ -200,6 +210,44 @@ def _check_arguments(max_drop, min_agreement, objective, budget_s, formats, devi
         from toolkit.devices.profiles import get_profile
 
         get_profile(device)  # an unknown device is refused before any work
+
+
+def _check_sharding(workers: int, executor: str, address: str | None) -> None:
+    """Bad sharding options are refused here: inside a try they would only fail that try."""
+    from toolkit.validate.shards import SHARD_EXECUTORS
+
+    if workers < 1:
+        raise BadInput(f"--workers {workers}: give a positive number of workers")
+    if executor not in SHARD_EXECUTORS:
+        raise BadInput(f"unknown executor {executor!r}: choose one of {', '.join(SHARD_EXECUTORS)}")
+    if address and executor != "ray":
+        raise BadInput(f"--address {address}: a Ray cluster's address needs --executor ray")
+
+
+@contextmanager
+def _ray_session(executor: str, address: str | None, workers: int):
+    """With executor "ray", join (or start) the cluster once for the whole search, so each try's
+    sharded validation reuses it and a cluster that cannot be reached is BadInput before any try."""
+    if executor != "ray":
+        yield
+        return
+    try:
+        import ray
+    except ImportError:
+        raise missing_library("ray", extra="ray") from None
+    if ray.is_initialized():
+        yield
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network at run time
+    options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    try:
+        ray.init(address=address, **options) if address else ray.init(num_cpus=workers, **options)
+    except (ConnectionError, ValueError, RuntimeError) as error:
+        raise BadInput(f"cannot join the Ray cluster at {address}: {error}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def _open_sides(model, out_dir, data, calibration, formats, force) -> tuple[Path, dict]:

@@ -29,8 +29,9 @@ LATENCY_TIE = 0.03  # p50s within 3% of the fastest count as a tie, broken by si
 class SearchState:
     """The tries so far, and the best model saved into out_dir after each of them."""
 
-    def __init__(self, out_dir, sides: dict, gates, objective="size"):
+    def __init__(self, out_dir, sides: dict, gates, objective="size", shards: dict | None = None):
         self.out_dir, self.sides, self.gates, self.objective = out_dir, sides, gates, objective
+        self.shards = shards or {}  # validate's workers/executor/address for each try
         self.tries: list[Try] = []
         self.saved_index: int | None = None
         self.saved_path: Path | None = None
@@ -75,8 +76,12 @@ class SearchState:
         from toolkit.validate import validate
 
         side = self.sides[attempt.format]
-        report = validate(model_path, side.reference, side.dataset, max_drop=self.gates["max_drop"],
-                          min_agreement=self.gates["min_agreement"], min_sqnr=None, record=True)
+        sharded = self.shards.get("workers", 1) > 1 or self.shards.get("executor", "local") != "local"
+        # sharded workers reopen both models from their specs: the float model's path, not its open runner
+        reference = str(side.model_path) if sharded else side.reference
+        candidate = str(model_path) if sharded else model_path
+        report = validate(candidate, reference, side.dataset, max_drop=self.gates["max_drop"],
+                          min_agreement=self.gates["min_agreement"], min_sqnr=None, record=True, **self.shards)
         first = next((m for m in report.outputs if m.candidate_accuracy is not None),
                      next((m for m in report.outputs if m.agreement is not None), report.outputs[0]))
         if self.reference_accuracy is None:
