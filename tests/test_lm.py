@@ -231,3 +231,23 @@ def test_a_measured_lm_bench_prices_per_token(qwen2, run_cli, tmp_path):
     assert served.rows[0].edge["cloud"] == 0
     too_slow = breakeven(scenario(float(expected_ms) / 2), bench=[out])
     assert too_slow.effective_share == 0 and too_slow.rows[0].edge["cloud"] == too_slow.rows[0].cloud_only
+
+
+def test_an_estimated_lm_bench_prices_as_an_estimate(qwen2, run_cli, tmp_path):
+    from decimal import Decimal
+
+    from toolkit.costs import breakeven
+
+    _, result = qwen2
+    out = tmp_path / "lm-estimate.json"
+    estimated = run_cli("--json", "bench", result.out_dir, "--estimate", "--device", "raspberry-pi-5",
+                        "--prompt-tokens", "16", "--new-tokens", "8", "-o", out)
+    assert estimated.exit_code == 0, estimated.stderr
+    lm = json.loads(out.read_text())["language_model"]
+    expected_ms = Decimal(str(lm["ttft_ms"])) * 64 / 16 + 31 * 1000 / Decimal(str(lm["decode_tokens_per_s"]))
+    priced = breakeven({"traffic": {"active_users": 1000, "requests_per_user_per_day": 20,
+                                    "tokens_in_per_request": 64, "tokens_out_per_request": 32},
+                        "cloud": {"api": "openai-gpt-4o-mini"},
+                        "edge": {"engineering_hours": 10, "hourly_rate": 100},
+                        "router": {"on_device_share": 1.0}}, bench=[out])
+    assert priced.inputs.latency_ms == expected_ms and priced.inputs.latency_kind == "estimate"

@@ -14,6 +14,9 @@ Examples:
   edgeward --json bench model.tflite --device localhost -o bench.json
   edgeward bench exported/distilbert-onnx --seq-len 256 --max-fallback 5
   edgeward bench exported/vit-onnx --shapes pixel_values=1x3x224x224 --compare before.json
+  edgeward bench exported/whisper-onnx --audio clip.wav
+  edgeward bench exported/qwen-int4 --device ssh-testbed --prompt-tokens 64 --new-tokens 64
+  edgeward bench exported/qwen-int4 --device raspberry-pi-5 --estimate
 
 \b
 Measured runs copy the model and runner.py to the device, run it with the device's
@@ -27,7 +30,12 @@ compute- or memory-bound), calibrated by the measured benches on that device, el
 and hosts of its CPU family (stored in the user's config folder), and a fit check (exit 1 if the model does not fit). Devices on adb run LiteRT's
 benchmark_model (tested on recorded output and against a test adb stand-in: no phone is
 attached). On an emulated board (emulated: true) timings are labelled EMULATED and never priced.
-Exit 4 on device faults; a run cut short writes -o marked "complete": false.""")
+Exit 4 on device faults; a run cut short writes -o marked "complete": false.
+An exported language model (a folder with model.onnx, config and tokenizer) is timed for
+time to first token and decode tokens/s: on this host, or on an ssh / emulated ARM64 board
+(runner.py lm, the same decode loop; greedy tokens come back); --estimate gives decode from
+the profile's memory bandwidth (every weight byte + the KV cache per token) and time to first
+token from its compute (2 x parameters x prompt tokens FLOPs), marked as estimates.""")
 @click.argument("model", type=click.Path())
 @click.option("--device", default="localhost", show_default=True, help="A device profile name (edgeward devices list).")
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="Measured runs.")
@@ -51,14 +59,25 @@ Exit 4 on device faults; a run cut short writes -o marked "complete": false.""")
               help="Language models: prompt length for the time to first token.")
 @click.option("--new-tokens", default=32, show_default=True, type=click.IntRange(min=1),
               help="Language models: tokens decoded per run (decode tokens/s).")
+@click.option("--audio", type=click.Path(dir_okay=False), default=None,
+              help="Speech models: the WAV clip to transcribe (real-time factor = its seconds / processing seconds).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the result JSON here.")
 def command(model, device, runs, warmup, threads, estimate, profiles_dir, benchmark_binary, data, shapes, seq_len,
-            max_fallback, compare, no_calibrate, prompt_tokens, new_tokens, output) -> None:
+            max_fallback, compare, no_calibrate, prompt_tokens, new_tokens, output, audio=None) -> None:
     """Measure or estimate latency and memory of MODEL on a device."""
     from toolkit.lm.folder import is_lm_artifact
+    from toolkit.speech.folder import is_speech_artifact
 
+    if is_speech_artifact(model):
+        _bench_speech(model, device, runs, warmup, threads, estimate, audio, output)
+        return
+    if audio is not None:
+        from toolkit.errors import BadInput
+
+        raise BadInput("--audio: for a speech model (an exported Whisper folder) only")
     if is_lm_artifact(model):
-        _bench_language_model(model, device, runs, warmup, threads, estimate, prompt_tokens, new_tokens, output)
+        _bench_language_model(model, device, runs, warmup, threads, estimate, prompt_tokens, new_tokens, output,
+                              profiles_dir)
         return
     from toolkit.artifacts import atomic_write_json
     from toolkit.bench import bench, check_fit, human_summary
@@ -103,17 +122,35 @@ def compare_with(record: dict, path: str) -> dict:
     return comparison(record, previous)
 
 
-def _bench_language_model(model, device, runs, warmup, threads, estimate, prompt_tokens, new_tokens, output):
-    """Time to first token, decode tokens/s and peak memory of an exported language model (this host)."""
+def _bench_language_model(model, device, runs, warmup, threads, estimate, prompt_tokens, new_tokens, output,
+                          profiles_dir):
+    """Time to first token, decode tokens/s and peak memory of an exported language model: measured on
+    this host or a device (ssh, emulated ARM64), or estimated from a device profile."""
     from toolkit.artifacts import atomic_write_json
     from toolkit.console import emit, info
-    from toolkit.errors import Unsupported
     from toolkit.lm.bench import bench_lm, human_summary
 
-    if estimate or device != "localhost":
-        raise Unsupported("language models are benched on this host only for now (--device localhost, no --estimate)")
     record = bench_lm(model, prompt_tokens=prompt_tokens, new_tokens=new_tokens, runs=min(runs, 10),
-                      warmup=min(warmup, 1), threads=threads)
+                      warmup=min(warmup, 1), threads=threads, device=device, estimate=estimate,
+                      profiles_dir=profiles_dir)
+    if output:
+        atomic_write_json(output, record)
+        info(f"wrote {output}")
+    emit(record, human_summary(record))
+
+
+def _bench_speech(model, device, runs, warmup, threads, estimate, audio, output):
+    """The real-time factor of an exported speech model transcribing one WAV clip (this host)."""
+    from toolkit.artifacts import atomic_write_json
+    from toolkit.console import emit, info
+    from toolkit.errors import BadInput, Unsupported
+    from toolkit.speech.bench import bench_speech, human_summary
+
+    if estimate or device != "localhost":
+        raise Unsupported("speech models are benched on this host only for now (--device localhost, no --estimate)")
+    if audio is None:
+        raise BadInput("a speech model is benched on a clip: give --audio FILE.wav")
+    record = bench_speech(model, audio, runs=min(runs, 20), warmup=min(warmup, 2), threads=threads)
     if output:
         atomic_write_json(output, record)
         info(f"wrote {output}")

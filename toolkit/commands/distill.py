@@ -16,6 +16,7 @@ Examples:
   edgeward distill --teacher ./bert-folder --student layers:2 --data train.npz --val test.npz -o exported/bert-2l
   edgeward distill --teacher model.onnx --student mypkg.nets:small --data train.npz -o exported/small
   edgeward export exported/digits-student --to onnx      # the student is a SOURCE for export
+  edgeward distill --teacher ./qwen2-folder --student layers:1 --data text.txt --steps 200 -o exported/qwen2-1l
 
 \b
 SPEC: shrink:F (a builtin digits teacher's family, width times F), builtin:NAME
@@ -27,6 +28,12 @@ DATA: builtin:digits[:train|:test], an .npz with arrays named after the inputs
 student learns from the teacher alone. With a digits teacher --data defaults to
 builtin:digits:train and --val to builtin:digits:test; otherwise 10% of DATA is
 held out for early stopping unless --val is given.
+
+\b
+A causal-LM folder as teacher (a ...ForCausalLM): --data and --val are text files
+(.txt lines or .jsonl with a text field); the student (layers:N, or a causal-LM folder
+with the same vocabulary) learns the teacher's next-token distributions, a label-only
+baseline is trained beside it, and the perplexities on held-out text are reported.
 """
 
 
@@ -37,6 +44,7 @@ held out for early stopping unless --val is given.
 @click.option("--val", metavar="DATA", help="Validation data for early stopping and the reported accuracies.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(), help="Output artifact folder.")
 @click.option("--epochs", default=30, show_default=True, type=int, help="At most this many epochs.")
+@click.option("--steps", type=int, help="Language models: this many optimizer steps (instead of epochs).")
 @click.option("--lr", default=3e-3, show_default=True, type=float, help="Adam learning rate.")
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--temperature", default=4.0, show_default=True, type=float, help="Softening temperature T (> 0).")
@@ -47,13 +55,24 @@ held out for early stopping unless --val is given.
 @click.option("--baseline", is_flag=True, help="Also train the same student on labels alone, to compare.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @data_options
-def command(teacher, student, data, val, out_dir, epochs, lr, batch_size, temperature, alpha, patience, seed,
+def command(teacher, student, data, val, out_dir, epochs, steps, lr, batch_size, temperature, alpha, patience, seed,
             baseline, force, data_options):
     """Distill a teacher into a smaller student (Hinton knowledge distillation)."""
     from toolkit.console import ProgressDisplay, emit
     from toolkit.distill import distill
     from toolkit.errors import BadInput
+    from toolkit.lm.folder import is_causal_lm
 
+    if is_causal_lm(teacher):  # --max-length: the tokens of a training window; the other data flags do not apply
+        unused = [name for name, value in data_options.items() if value is not None and name != "max_length"]
+        if unused:
+            raise BadInput(f"--{unused[0].replace('_', '-')} does not apply to a language-model teacher's text")
+        _distill_language_model(teacher, student, data, val, out_dir, force, steps=steps, epochs=epochs, lr=lr,
+                                max_length=data_options.get("max_length"), batch_size=batch_size,
+                                temperature=temperature, alpha=alpha, seed=seed)
+        return
+    if steps is not None:
+        raise BadInput("--steps applies to a language-model teacher; use --epochs")
     if data is None:
         if teacher.removeprefix("builtin:") not in ("digits-cnn", "digits-mlp"):
             raise BadInput("--data is required for this teacher (builtin:digits:train is the default only for digits)")
@@ -66,6 +85,24 @@ def command(teacher, student, data, val, out_dir, epochs, lr, batch_size, temper
                          temperature=temperature, alpha=alpha, seed=seed, patience=patience, baseline=baseline,
                          out_dir=out_dir, force=force, progress=progress)
     emit(result.summary(), _human(result))
+
+
+def _distill_language_model(teacher, student, data, val, out_dir, force, **options) -> None:
+    """A causal-LM teacher: toolkit.lm.distill, with its own defaults for the options not given here."""
+    from toolkit.console import ProgressDisplay, emit
+    from toolkit.errors import BadInput
+    from toolkit.lm.distill import distill_lm
+
+    if data is None:
+        raise BadInput("--data is required for a language-model teacher: a text file (.txt lines or .jsonl)")
+    context = click.get_current_context()
+    given = {name: value for name, value in options.items()
+             if value is not None and context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+    if options.get("max_length") is not None:
+        given["max_length"] = options["max_length"]
+    with ProgressDisplay() as progress:
+        result = distill_lm(teacher, student, data, val=val, out_dir=out_dir, force=force, progress=progress, **given)
+    emit(result.summary(), result.human())
 
 
 def _human(result) -> str:

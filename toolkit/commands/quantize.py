@@ -62,12 +62,18 @@ smaller one when two are within 3%.
               help="auto: formats to search (default: both for a source such as builtin:digits or a Hugging Face "
                    "folder, the file's own for an .onnx/.tflite model).")
 @click.option("--device", metavar="NAME", help="auto: the device profile whose CPU the int8 check uses (default: this host).")
+@click.option("--workers", type=int, default=1, show_default=True, metavar="N",
+              help="auto: shard each try's validation across N workers (processes, or Ray tasks); same figures.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="auto: where the shards run: local processes, or Ray (pip install edgeward[ray]).")
+@click.option("--address", metavar="ADDR", default=None,
+              help="auto with --executor ray: join the Ray cluster at ADDR (default: start a local one).")
 @data_options
 @lm_options
 def command(model, mode, calibration, method, per_tensor, calibration_size, block_size, exclude_nodes, allow_unchanged,
             out_dir, force,
             list_modes, data, max_drop, min_agreement, budget_s, objective, formats, device, data_options,
-            lm_options=None):
+            workers=1, executor="local", address=None, lm_options=None):
     """Quantize an ONNX or TFLite model (int8, fp16, int4, auto) into an artifact folder."""
     from toolkit.console import emit, verbose
 
@@ -83,6 +89,10 @@ def command(model, mode, calibration, method, per_tensor, calibration_size, bloc
         raise BadInput("give --mode (edgeward quantize --list-modes shows them)")
     from toolkit.commands.lm_options import auto_language_model, is_language_model, refuse_lm_flags
 
+    sharding = {"workers": workers, "executor": executor, "address": address}
+    sharded = workers != 1 or executor != "local" or address is not None
+    if sharded and (mode != "auto" or is_language_model(model)):
+        raise BadInput("--workers, --executor and --address shard the validations of --mode auto (not a language model)")
     if mode == "auto" and is_language_model(model):  # gated on text: perplexity, agreement, KL
         return auto_language_model(model, out_dir, data, options=lm_options, min_agreement=min_agreement,
                                    max_length=data_options["max_length"], force=force)
@@ -91,7 +101,8 @@ def command(model, mode, calibration, method, per_tensor, calibration_size, bloc
     calibration = apply_data_options(calibration, data_options, model)
     data = apply_data_options(data, data_options, model)
     if mode == "auto":
-        _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, force, objective, formats, device)
+        _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, force, objective, formats, device,
+              sharding)
         return
     if formats or device:
         raise BadInput("--formats and --device are for --mode auto")
@@ -117,7 +128,7 @@ def command(model, mode, calibration, method, per_tensor, calibration_size, bloc
 
 
 def _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, force, objective="size",
-          formats=None, device=None) -> None:
+          formats=None, device=None, sharding=None) -> None:
     """Hand over to the accuracy-gated search; nothing passing the gates is exit 1."""
     from toolkit.console import emit
     from toolkit.errors import GateFailed
@@ -131,7 +142,7 @@ def _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, 
         model, out_dir or default_out_dir(str(model).replace(":", "-"), "auto"), data=data, max_drop=max_drop,
         min_agreement=min_agreement, budget_s=budget_s, calibration=calibration, force=force, objective=objective,
         formats=[name.strip() for name in formats.split(",") if name.strip()] if formats is not None else None,
-        device=device,
+        device=device, **(sharding or {}),
     )
     emit(result.as_dict(), result.summary())
     if not result.passed:

@@ -85,7 +85,11 @@ def command(candidate, reference, data, out_dir, max_drop, min_agreement, min_sq
     import os
 
     from toolkit.commands.lm_options import is_language_model, refuse_lm_flags, validate_language_model
+    from toolkit.speech.folder import is_speech_artifact
 
+    if is_speech_artifact(candidate):  # WAV clips in, transcript tokens compared
+        return validate_speech_model(candidate, reference, data, min_agreement=None if "agreement" in no_gates
+                                     else min_agreement, out_dir=out_dir)
     if is_language_model(candidate):  # text in, perplexity / agreement / KL / greedy match out
         return validate_language_model(candidate, reference, data, options=lm_options, min_agreement=min_agreement,
                                        no_gates=no_gates, max_length=data_options["max_length"], out_dir=out_dir,
@@ -120,6 +124,23 @@ def command(candidate, reference, data, out_dir, max_drop, min_agreement, min_sq
         from toolkit.bench.placement import check_fallback
 
         check_fallback(placement["placement"], max_fallback, device)
+
+
+def validate_speech_model(candidate, reference, data, *, min_agreement, out_dir) -> None:
+    """A speech model: token agreement and exact-match rate of the transcripts against the reference's."""
+    from pathlib import Path
+
+    from toolkit.artifacts import atomic_write_json
+    from toolkit.console import emit
+    from toolkit.errors import GateFailed
+    from toolkit.speech.validate import validate_speech
+
+    report = validate_speech(candidate, reference, data, min_agreement=min_agreement)
+    if out_dir:
+        atomic_write_json(Path(out_dir) / "report.json", report.to_dict())
+    emit(report.to_dict(), report.summary())
+    if not report.passed:
+        raise GateFailed(f"validation failed: {'; '.join(report.failures())}")
 
 
 def device_placement(candidate, device, max_fallback) -> dict:

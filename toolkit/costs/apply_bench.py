@@ -112,6 +112,8 @@ def _request_ms(parser, bench: BenchRecord) -> tuple[Decimal, str] | None:
     the measured rate; that time is what the latency budget and capacity are checked against."""
     figures = bench.language_model
     where = bench.device or "the device"
+    if bench.speech is not None:
+        return _speech_request_ms(parser, bench, where)
     if figures is None:
         return bench.latency_ms, f"bench {bench.path}: p50 {'estimated' if bench.estimate else 'measured'} on {where}"
     tokens_out = parser.values.get("tokens_out_per_request")
@@ -126,3 +128,17 @@ def _request_ms(parser, bench: BenchRecord) -> tuple[Decimal, str] | None:
         f"bench {bench.path} on {where}: time to first token {figures.ttft_ms} ms for {figures.prompt_tokens} "
         f"prompt tokens, scaled to {tokens_in} tokens in, + {max(tokens_out - 1, Decimal(0))} more tokens out at "
         f"{figures.decode_tokens_per_s} tokens/s")
+
+
+def _speech_request_ms(parser, bench: BenchRecord, where: str) -> tuple[Decimal, str] | None:
+    """A speech request of `seconds_per_request` audio seconds takes that many seconds divided by the
+    measured real-time factor (linear in the audio's length: the decoder's work follows the words)."""
+    seconds = parser.values.get("seconds_per_request")
+    if not seconds:
+        parser.problems.append(f"--bench {bench.path} measured a speech model: traffic.seconds_per_request is "
+                               "required to turn its real-time factor into a time per request")
+        return None
+    factor = bench.speech.real_time_factor
+    return seconds * Decimal(1000) / factor, (
+        f"bench {bench.path} on {where}: {seconds} audio seconds per request at a real-time factor of {factor} "
+        f"(measured on a {bench.speech.audio_seconds} s clip)")

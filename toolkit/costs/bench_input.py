@@ -25,6 +25,14 @@ class LanguageModelFigures:
     decode_tokens_per_s: Decimal
 
 
+@dataclass(frozen=True)
+class SpeechFigures:
+    """What a speech bench measured: audio seconds transcribed per second of processing."""
+
+    real_time_factor: Decimal
+    audio_seconds: Decimal
+
+
 @dataclass
 class BenchRecord:
     path: str
@@ -40,6 +48,7 @@ class BenchRecord:
     estimate: bool
     latency_p95_ms: Decimal | None = None
     language_model: LanguageModelFigures | None = None
+    speech: SpeechFigures | None = None
 
     def model_label(self) -> str:
         bits = [self.model_name or (Path(self.model_path).name if self.model_path else "an unnamed model")]
@@ -129,6 +138,7 @@ def parse_bench(data: dict, label: str) -> BenchRecord:
         estimate=estimate,
         latency_p95_ms=_p95(data),
         language_model=language_model,
+        speech=_speech(data, label),
     )
 
 
@@ -137,7 +147,7 @@ def _language_model(data: dict, label: str) -> LanguageModelFigures | None:
     record = data.get("language_model")
     if not isinstance(record, dict):
         return None
-    ttft = _number(record.get("ttft_ms_p50"))
+    ttft = _number(record.get("ttft_ms_p50", record.get("ttft_ms")))  # measured p50, or an estimate
     rate = _number(record.get("decode_tokens_per_s"))
     prompt = record.get("prompt_tokens")
     if ttft is None or rate is None or not isinstance(prompt, int) or isinstance(prompt, bool):
@@ -147,6 +157,17 @@ def _language_model(data: dict, label: str) -> LanguageModelFigures | None:
         raise BadInput(f"--bench {label}: language_model figures must be positive (ttft {ttft} ms, "
                        f"{rate} tokens/s, {prompt}-token prompt)")
     return LanguageModelFigures(ttft_ms=ttft, prompt_tokens=prompt, decode_tokens_per_s=rate)
+
+
+def _speech(data: dict, label: str) -> SpeechFigures | None:
+    """The `speech` record of `edgeward bench --json` on a speech folder, if there is one."""
+    record = data.get("speech")
+    if not isinstance(record, dict):
+        return None
+    factor, seconds = _number(record.get("real_time_factor")), _number(record.get("audio_seconds"))
+    if factor is None or seconds is None or factor <= 0 or seconds <= 0:
+        raise BadInput(f"--bench {label}: its speech record needs a positive real_time_factor and audio_seconds")
+    return SpeechFigures(real_time_factor=factor, audio_seconds=seconds)
 
 
 def _number(value) -> Decimal | None:

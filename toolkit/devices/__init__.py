@@ -21,7 +21,7 @@ from toolkit.devices.profiles import Profile, get_profile, list_profiles
 from toolkit.errors import BadInput, DeviceError, Unsupported
 
 __all__ = ["Profile", "get_profile", "list_profiles", "check_device", "run_on_device", "bench_on_device",
-           "open_transport"]
+           "bench_lm_on_device", "open_transport"]
 
 DEFAULT_TIMEOUT_S = 600
 
@@ -169,6 +169,38 @@ def bench_on_device(model_path, device: str, *, runs: int = 50, warmup: int = 5,
     partial.update(summarize(session.timings), mode="bench", runs=len(session.timings), runs_requested=runs,
                    warmup=warmup, device=profile.name, transport=transport, complete=False, error=str(failure))
     return partial
+
+
+def bench_lm_on_device(model_files: list[Path], device: str, *, request: dict, profiles_dir=None,
+                       timeout: float = DEFAULT_TIMEOUT_S) -> dict:
+    """Time a language model's decode on a device: `model_files` (model.onnx first, then its external
+    data files, pushed under their own names so the graph finds them) and runner.py go to the device,
+    whose `runner.py lm` returns the record of toolkit.lm.bench's local measurement."""
+    profile = get_profile(device, profiles_dir)
+    if profile.transport["type"] == "adb" and not profile.transport.get("python"):
+        raise Unsupported(f"{device}: the adb transport runs LiteRT's benchmark_model, which cannot decode a "
+                          f"language model; set 'python:' in the profile's transport, or bench on an ssh device")
+    argv = ["runner.py", "lm", "--model", Path(model_files[0]).name]
+    for key in ("prompt_tokens", "new_tokens", "runs", "warmup", "threads", "context", "vocab_size", "head_dim"):
+        if request.get(key) is not None:
+            argv += ["--" + key.replace("_", "-"), str(int(request[key]))]
+    session = RunnerSession()
+    started = time.monotonic()
+    with open_transport(profile) as transport:
+        from toolkit.devices.transport import runner_path
+
+        transport.push(runner_path(), "runner.py")
+        for path in model_files:
+            transport.push(Path(path), Path(path).name)
+        completed = transport.run(argv, timeout=timeout, on_line=session.on_line)
+    if session.error and session.error.get("kind") == "unsupported":
+        raise Unsupported(f"{device}: {session.error.get('message')}")
+    session.raise_error(profile.name)
+    if session.result is None:
+        raise DeviceError(f"{profile.name}: the runner stopped without a result ({_exit_text(completed.returncode)}): "
+                          f"{completed.stderr.strip()[-300:] or 'no error output'}")
+    return {**session.result, "transport": {"type": profile.transport["type"],
+                                            "wall_s": round(time.monotonic() - started, 3)}}
 
 
 def run_on_device(model_path, inputs: dict, device: str, *, runs: int = 1, warmup: int = 0,

@@ -21,6 +21,8 @@ the input shapes timed, and the CPU's governor, clock and temperature where /sys
 Usage:
   python runner.py bench   --model M [--inputs in.npz] [--runs N] [--warmup N] [--threads N]
   python runner.py predict --model M --inputs in.npz --outputs out.npz [--threads N] [--all-tensors]
+  python runner.py lm      --model M [--prompt-tokens N] [--new-tokens N] [--runs N] [--warmup N]
+                           [--vocab-size V] [--context C] [--head-dim H]   (a with-past decoder: TTFT, tokens/s)
   python runner.py probe   (what this device has: OS, CPU, Python, runtimes, RAM, disk, thermals)
 """
 
@@ -780,6 +782,100 @@ def command_predict(args) -> None:
         **memory_figures(model), total_ms=round(sum(times), 3), machine=platform.machine(), **extra)
 
 
+# ------------------------------------------------------------------ language models
+# A with-past decoder, the same KV-cache logic as toolkit/lm/decoder.py (this file cannot import it):
+# inputs input_ids, attention_mask, position_ids where present, past_key_values.N.key/value;
+# outputs logits and present.N.key/value, which become the next step's past.
+
+LM_PAST_PREFIX = "past_key_values."
+LM_PRESENT_PREFIX = "present."
+
+
+class LmDecoder:
+    """One sequence (batch 1) through a with-past decoder; `past_length` tokens are cached."""
+
+    def __init__(self, session, numpy, head_dim: int | None = None):
+        self.session, self.np, self.head_dim = session, numpy, head_dim
+        self.input_names = [item.name for item in session.get_inputs()]
+        self.past_specs = {item.name: item for item in session.get_inputs() if item.name.startswith(LM_PAST_PREFIX)}
+        if "input_ids" not in self.input_names or not self.past_specs:
+            raise RunnerError("unsupported", "the ONNX model is not a decoder with a KV cache "
+                                             "(no input_ids or past_key_values.* inputs)")
+        self.output_names = [item.name for item in session.get_outputs()]
+        self.types = {"tensor(float)": numpy.float32, "tensor(float16)": numpy.float16,
+                      "tensor(bfloat16)": numpy.float32}
+        self.reset()
+
+    def reset(self) -> None:
+        self.past = {name: self.empty(spec) for name, spec in self.past_specs.items()}
+        self.past_length = 0
+
+    def empty(self, spec):
+        shape = [1 if i == 0 else (dim if isinstance(dim, int) else 0) for i, dim in enumerate(spec.shape)]
+        if len(shape) == 4 and shape[3] == 0 and self.head_dim:
+            shape[3] = self.head_dim  # a cache whose last axis is symbolic (onnxruntime-genai's graphs)
+        if len(shape) != 4:
+            raise RunnerError("unsupported", f"unexpected KV cache input {spec.name} of shape {spec.shape}")
+        return self.np.zeros(shape, dtype=self.types.get(spec.type, self.np.float32))
+
+    def forward(self, token_ids):
+        """Feed new tokens after the cached ones; returns the logits of the last one (vocab,)."""
+        np = self.np
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(1, -1)
+        total = self.past_length + ids.shape[1]
+        feeds = {"input_ids": ids, **self.past}
+        if "attention_mask" in self.input_names:
+            feeds["attention_mask"] = np.ones((1, total), dtype=np.int64)
+        if "position_ids" in self.input_names:
+            feeds["position_ids"] = np.arange(self.past_length, total, dtype=np.int64).reshape(1, -1)
+        outputs = dict(zip(self.output_names, self.session.run(None, feeds), strict=True))
+        for name in self.past:
+            self.past[name] = outputs[LM_PRESENT_PREFIX + name[len(LM_PAST_PREFIX):]]
+        self.past_length = total
+        return outputs["logits"][0, -1]
+
+
+def command_lm(args) -> None:
+    """Time to first token and decode tokens/s of a with-past decoder: the measurement of
+    toolkit/lm/bench.py `measure` (seeded random prompt, greedy, no end-of-sequence stop)."""
+    if args.prompt_tokens < 1 or args.new_tokens < 1:
+        raise RunnerError("bad_input", "--prompt-tokens and --new-tokens must be at least 1", EXIT_BAD_INPUT)
+    if args.context and args.prompt_tokens + args.new_tokens > args.context:
+        raise RunnerError("bad_input", f"{args.prompt_tokens} prompt + {args.new_tokens} new tokens do not fit "
+                                       f"the model's context of {args.context} tokens", EXIT_BAD_INPUT)
+    model, np = open_model(args.model, args.threads)
+    decoder = LmDecoder(model.session, np, args.head_dim)
+    say("loaded", runtime=model.runtime, delegate=model.delegate, threads=model.threads,
+        load_ms=round(model.load_ms, 3))
+    prompt = np.random.default_rng(0).integers(0, args.vocab_size, size=args.prompt_tokens, dtype=np.int64)
+    ttft, decode, tokens = [], [], []
+    for run in range(args.warmup + args.runs):
+        decoder.reset()
+        tokens = []
+        start = time.perf_counter()
+        token = int(np.argmax(decoder.forward(prompt)))
+        first = time.perf_counter()
+        tokens.append(token)
+        for _ in range(args.new_tokens - 1):
+            token = int(np.argmax(decoder.forward([token])))
+            tokens.append(token)
+        end = time.perf_counter()
+        if run >= args.warmup:
+            ttft.append((first - start) * 1000)
+            decode.append((args.new_tokens - 1) / (end - first) if args.new_tokens > 1 else None)
+            say("timings", ms=[round(ttft[-1], 5)])
+    rates = sorted(rate for rate in decode if rate is not None)
+    rate = percentile(rates, 50) if rates else None
+    memory = memory_figures(model)
+    say("result", mode="lm", model_format="onnx", runtime=model.runtime, delegate=model.delegate,
+        threads=args.threads, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, runs=args.runs,
+        warmup=args.warmup, ttft_ms_p50=round(percentile(sorted(ttft), 50), 3), ttft_ms_min=round(min(ttft), 3),
+        decode_tokens_per_s=round(rate, 2) if rate else None,
+        decode_ms_per_token=round(1000 / rate, 3) if rate else None,
+        kv_cache_bytes=int(sum(value.nbytes for value in decoder.past.values())), tokens=tokens, **memory,
+        load_ms=round(model.load_ms, 3), python=platform.python_version(), machine=platform.machine())
+
+
 def command_probe(args) -> None:
     """What this device offers; read-only, so `edgeward devices check` is safe to run anywhere."""
     import importlib
@@ -836,7 +932,7 @@ def _temperature() -> float | None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Edgeward device runner")
-    parser.add_argument("command", choices=("bench", "predict", "probe"))
+    parser.add_argument("command", choices=("bench", "predict", "probe", "lm"))
     parser.add_argument("--model")
     parser.add_argument("--inputs")
     parser.add_argument("--outputs")
@@ -845,11 +941,17 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--workdir")
     parser.add_argument("--all-tensors", action="store_true", help="predict: also return every op's output (TFLite)")
+    parser.add_argument("--prompt-tokens", type=int, default=32, help="lm: prompt length (time to first token)")
+    parser.add_argument("--new-tokens", type=int, default=32, help="lm: tokens decoded per run")
+    parser.add_argument("--context", type=int, default=None, help="lm: the model's context length")
+    parser.add_argument("--vocab-size", type=int, default=2, help="lm: token ids of the random prompt are below it")
+    parser.add_argument("--head-dim", type=int, default=None, help="lm: head size for a symbolic cache axis")
     args = parser.parse_args(argv)
     try:
         if args.command != "probe" and not args.model:
             raise RunnerError("bad_input", "--model is required", EXIT_BAD_INPUT)
-        {"bench": command_bench, "predict": command_predict, "probe": command_probe}[args.command](args)
+        {"bench": command_bench, "predict": command_predict, "probe": command_probe,
+         "lm": command_lm}[args.command](args)
     except RunnerError as error:
         say("error", kind=error.kind, message=str(error))
         return error.code

@@ -57,6 +57,10 @@ def export(spec_or_source, to: str, out_dir=None, *, opset: int = 18, dynamic_ba
     target = None if out_dir is None else Path(out_dir)
     if target is not None:
         check_writable(target, force)  # before any expensive work
+    if not isinstance(spec_or_source, Source) and not input_shapes and data is None:
+        speech = _export_speech(spec_or_source, target, to, opset=opset, force=force, **source_options)
+        if speech is not None:
+            return speech
     if to == "onnx" and not isinstance(spec_or_source, Source) and not input_shapes and data is None:
         lm = _export_causal_lm(spec_or_source, target, opset=opset, force=force, **source_options)
         if lm is not None:
@@ -115,6 +119,24 @@ def _export_causal_lm(spec, target, *, opset: int, force: bool, trust_remote_cod
 
     target = target if target is not None else Path("exported") / f"{folder.name}-onnx"
     done = export_lm_onnx(folder, target, opset=opset, force=force, trust_remote_code=trust_remote_code)
+    warn_if_far(done.manifest["export_error"], "onnx")
+    return ExportResult(done.out_dir, done.model_path, done.max_abs_error, done.manifest)
+
+
+def _export_speech(spec, target, to: str, *, opset: int, force: bool, trust_remote_code: bool = False,
+                   **_) -> ExportResult | None:
+    """An encoder-decoder HF folder (Whisper, T5) goes to toolkit.speech; None for anything else."""
+    from toolkit.speech.folder import is_seq2seq_folder
+
+    folder = Path(str(spec))
+    if not is_seq2seq_folder(folder):
+        return None
+    from toolkit.speech.export import TFLITE_WHY, export_speech_onnx
+
+    if to != "onnx":
+        raise Unsupported(f"{folder}: {TFLITE_WHY}")
+    target = target if target is not None else Path("exported") / f"{folder.name}-onnx"
+    done = export_speech_onnx(folder, target, opset=opset, force=force, trust_remote_code=trust_remote_code)
     warn_if_far(done.manifest["export_error"], "onnx")
     return ExportResult(done.out_dir, done.model_path, done.max_abs_error, done.manifest)
 

@@ -58,6 +58,7 @@ class PipelineResult:
     rows: list[dict]
     report: Path
     seconds: float
+    url: str | None = None  # where the run was published, when its root is a URL (toolkit.pipeline.storage)
 
     @property
     def reused(self) -> int:
@@ -186,7 +187,8 @@ def _assign_keys(steps: list[Step], recipe: Recipe) -> None:
 
 def _gates(recipe: Recipe) -> dict:
     validate = recipe.validate or {}
-    return {k: validate[k] for k in ("max_drop", "min_agreement", "min_sqnr") if k in validate}
+    return {k: validate[k] for k in ("max_drop", "min_agreement", "min_sqnr", "max_ppl_ratio", "max_kl")
+            if k in validate}
 
 
 def _auto_data(recipe: Recipe) -> str | None:
@@ -197,38 +199,59 @@ def _auto_data(recipe: Recipe) -> str | None:
 
 
 def run(recipe: Recipe, out_dir: str | Path, *, force: bool = False, dry_run: bool = False,
-        executor: str = "serial", address: str | None = None, progress: ProgressCallback | None = None
-        ) -> PipelineResult:
+        executor: str = "serial", address: str | None = None, progress: ProgressCallback | None = None,
+        storage_options: dict | None = None) -> PipelineResult:
     """Run (or, with dry_run, only describe) every step of a recipe, reusing unchanged ones.
 
     executor "serial" runs the steps one after another here; "ray" runs independent steps as
     Ray tasks (joining the cluster at `address`, else starting a local one); see executors.py.
+    `out_dir` may be an fsspec URL (s3://bucket/prefix; `storage_options` go to fsspec): the
+    steps run in a local staging folder and each is published there as a unit (storage.py).
     """
+    from toolkit.pipeline import storage
     from toolkit.pipeline.executors import StepRunner, StepsFailed, run_steps
 
     started = time.perf_counter()
+    remote = None
+    if storage.is_url(out_dir):
+        remote = storage.open_root(str(out_dir), storage_options)
+        storage.check_root(remote, force)
+        out_dir = remote.staging
+    elif storage_options:
+        raise BadInput("storage options are for an output root given as a URL (s3://bucket/prefix)")
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, force)
+    _check_out_dir(out_dir, force or remote is not None)
     _refuse_emulated_pricing(recipe)
     steps = plan(recipe, out_dir)
     if dry_run:
         done: dict[str, dict] = {}
         records = []
+        committed = storage.remote_keys(remote, steps) if remote is not None else {}
         for index, step in enumerate(steps, 1):
             cached = None if force else step.cached_summary()
+            if remote is not None:
+                cached = None if force or committed.get(step.name) != step.key else (cached or {})
             records.append({"step": step.name, "stage": step.stage, "folder": str(step.folder),
                             "status": "reuse" if cached is not None else "run", "options": step.options})
             logger.info("[%d/%d] %s: %s → %s", index, len(steps), step.name,
                         "reuse" if cached is not None else "run", step.folder)
             done[step.name] = cached or {}
         return PipelineResult(out_dir, records, summary_rows(steps, done), out_dir / "index.html",
-                              time.perf_counter() - started)
+                              time.perf_counter() - started, remote.url if remote else None)
+    if remote is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        storage.sync_before_run(remote, steps, force)
+    published = remote.describe() if remote is not None else None
 
     def in_process(step: Step, done: dict, force: bool) -> dict:
         upstream = {name: done[name] for name in step.inputs if name in done}
-        return execute_step(step, {"upstream": upstream, "all": done, "recipe": recipe, "force": force})
+        return execute_step(step, {"upstream": upstream, "all": done, "recipe": recipe, "force": force,
+                                   "publish": published})
 
-    runner = StepRunner(in_process, child_target="toolkit.pipeline:execute_step_payload", payload=step_payload)
+    def payload(step: Step) -> dict:
+        return {**step_payload(step), "publish": published}
+
+    runner = StepRunner(in_process, child_target="toolkit.pipeline:execute_step_payload", payload=payload)
     failure = None
     try:
         done, records = run_steps(steps, runner, executor=executor, force=force, address=address, progress=progress)
@@ -240,9 +263,12 @@ def run(recipe: Recipe, out_dir: str | Path, *, force: bool = False, dry_run: bo
     from toolkit.pipeline.report import write_index
 
     write_index(report, recipe, rows, steps, done, records)
+    if remote is not None:
+        storage.publish_run_files(remote, [report.name, RUN_MARKER])
     if failure is not None:
         raise failure
-    return PipelineResult(out_dir, records, rows, report, time.perf_counter() - started)
+    return PipelineResult(out_dir, records, rows, report, time.perf_counter() - started,
+                          remote.url if remote else None)
 
 
 def execute_step(step: Step, context: dict) -> dict:
@@ -250,6 +276,10 @@ def execute_step(step: Step, context: dict) -> dict:
     summary = step.action(step, context)
     step.folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(step.folder / STEP_RECORD, {"key": step.key, "step": step.name, "summary": summary})
+    if context.get("publish"):  # the run's root is a URL: publish the finished folder as a unit
+        from toolkit.pipeline import storage
+
+        storage.publish_folder(storage.open_root(**context["publish"]), step.folder)
     return summary
 
 
@@ -265,7 +295,8 @@ def execute_step_payload(payload: dict, done: dict, force: bool) -> dict:
     step = Step(payload["name"], payload["stage"], Path(payload["folder"]), payload["options"],
                 list(payload["inputs"]), payload["key"], action=STAGE_ACTIONS[payload["stage"]])
     upstream = {name: done[name] for name in step.inputs if name in done}
-    return execute_step(step, {"upstream": upstream, "all": done, "recipe": None, "force": force})
+    return execute_step(step, {"upstream": upstream, "all": done, "recipe": None, "force": force,
+                               "publish": payload.get("publish")})
 
 
 def _refuse_emulated_pricing(recipe: Recipe) -> None:
@@ -331,7 +362,10 @@ def _model_of(context: dict, step: Step) -> str:
 
 def _distill(step: Step, context: dict) -> dict:
     from toolkit.distill import distill
+    from toolkit.pipeline import lm_steps
 
+    if lm_steps.is_language_model_source(step.options["teacher"]):
+        return lm_steps.distill_step(step)
     options = dict(step.options)
     teacher = options.pop("teacher")
     student = options.pop("student")
@@ -372,8 +406,11 @@ def _quantize(step: Step, context: dict) -> dict:
 
 
 def _validate(step: Step, context: dict) -> dict:
+    from toolkit.pipeline import lm_steps
     from toolkit.validate import validate
 
+    if lm_steps.is_language_model_artifact(_model_of(context, step)):
+        return lm_steps.validate_step(step, _model_of(context, step))
     options = step.options
     gates = {k: options[k] for k in ("max_drop", "min_agreement", "min_sqnr") if k in options}
     report = validate(_model_of(context, step), options["reference"], options["data"], out_dir=step.folder, **gates)
@@ -398,7 +435,10 @@ def _validation_summary(record: dict) -> dict:
 
 def _bench(step: Step, context: dict) -> dict:
     from toolkit.bench import bench
+    from toolkit.pipeline import lm_steps
 
+    if lm_steps.is_language_model_artifact(_model_of(context, step)):
+        return lm_steps.bench_step(step, _model_of(context, step))
     options = step.options
     kwargs = {"device": options["device"]}
     if options.get("estimate"):
@@ -419,10 +459,13 @@ def _breakeven(step: Step, context: dict) -> dict:
     """Rank every model on every device it was benched or estimated on, each priced with its own
     figures (toolkit.plan), and write the recommended option's break-even report beside the plan."""
     from toolkit.costs.report import write_reports
+    from toolkit.pipeline import lm_steps
     from toolkit.plan import build_plan
     from toolkit.plan.report import write_plan
 
     done = context["all"]
+    if any((summary or {}).get("kind") == "language-model" for summary in done.values()):
+        return lm_steps.breakeven_step(step, done)
     scenario = step.options["scenario"]
     variants = _variants(done)
     if not variants:

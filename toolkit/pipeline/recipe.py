@@ -216,6 +216,8 @@ def _data_spec(spec: str | None, info: ValidationInfo) -> str | None:
     from toolkit.errors import BadInput
 
     path = spec_path(spec)
+    if path == spec and path.lower().endswith(".txt") and Path(_resolve(path, info)).is_file():
+        return _resolve(path, info)  # a language model's text (toolkit.lm reads it, not toolkit.data)
     prefix = spec.partition("?")[0][: -len(path)] if path else ""
     query = dict(parse_qsl(spec.partition("?")[2], keep_blank_values=True))
     resolved = _resolve(path, info)
@@ -255,6 +257,8 @@ class DistillSection(RecipeModel):
     patience: Count | None = None
     baseline: bool | None = None
     threads: Count | None = None
+    steps: Count | None = None  # a language-model teacher: optimizer steps instead of epochs
+    max_length: Count | None = None  # a language-model teacher: tokens a training window holds
 
     @field_validator("data", "val")
     @classmethod
@@ -290,6 +294,8 @@ class ValidateSection(RecipeModel):
     max_drop: Points | None = None  # points of accuracy
     min_agreement: Fraction | None = None
     min_sqnr: Number | None = None  # dB
+    max_ppl_ratio: Positive | None = None  # a language model: candidate / reference perplexity
+    max_kl: Number | None = None  # a language model: mean KL(reference || candidate)
 
     @field_validator("data")
     @classmethod

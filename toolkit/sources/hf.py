@@ -119,6 +119,9 @@ def _inputs_for(model, config, folder: Path) -> list[TensorSpec]:
         if not size[0]:
             raise BadInput(f"{folder}: the config gives no image_size; pass --input-shape pixel_values=1x3xHxW")
         return [TensorSpec("pixel_values", ["batch_size", channels, int(size[0]), int(size[1])], "float32")]
+    if "input_features" in parameters and getattr(config, "is_encoder_decoder", False):
+        raise Unsupported(f"{folder}: a {config.model_type} speech encoder-decoder is not one graph: export the folder "
+                          "itself (edgeward export DIR --to onnx) for an encoder plus a cached decoder")
     raise Unsupported(f"{folder}: a {config.model_type} model takes neither input_ids nor pixel_values; not supported yet")
 
 
