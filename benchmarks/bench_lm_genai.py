@@ -34,7 +34,8 @@ from benchmarks.common import write_results  # noqa: E402
 
 PROMPT_TOKENS = 64
 NEW_TOKENS = 64
-ROUNDS = 3
+ROUNDS = 5
+TIMED_RUNS = 3  # per measurement, after one warm-up; the median is kept
 BLOCK = 32
 
 
@@ -57,7 +58,7 @@ def genai_child(request: dict) -> dict:
     ids = np.random.default_rng(0).integers(10, 30000, size=PROMPT_TOKENS).astype(np.int32)
     total = PROMPT_TOKENS + NEW_TOKENS
     timings = []
-    for _ in range(2):  # the first is the warm-up
+    for _ in range(1 + TIMED_RUNS):  # the first is the warm-up
         params = og.GeneratorParams(model)
         params.set_search_options(max_length=total, min_length=total, do_sample=False)
         generator = og.Generator(model, params)
@@ -72,7 +73,8 @@ def genai_child(request: dict) -> dict:
         end = time.perf_counter()
         timings.append(((first - start) * 1000, (produced - 1) / (end - first)))
         del generator
-    ttft_ms, rate = timings[-1]
+    ttft_ms = statistics.median(t for t, _ in timings[1:])
+    rate = statistics.median(r for _, r in timings[1:])
     return {"ttft_ms": round(ttft_ms, 2), "decode_tokens_per_s": round(rate, 2), "new_tokens": produced}
 
 
@@ -86,7 +88,8 @@ def genai(folder: Path, threads: int) -> dict:
 def edgeward(folder: Path, threads: int) -> dict:
     from toolkit.lm.bench import bench_lm
 
-    record = bench_lm(folder, prompt_tokens=PROMPT_TOKENS, new_tokens=NEW_TOKENS, runs=1, warmup=1, threads=threads)
+    record = bench_lm(folder, prompt_tokens=PROMPT_TOKENS, new_tokens=NEW_TOKENS, runs=TIMED_RUNS, warmup=1,
+                      threads=threads)
     lm = record["language_model"]
     return {"ttft_ms": lm["ttft_ms_p50"], "decode_tokens_per_s": lm["decode_tokens_per_s"],
             "peak_rss_mb": lm.get("peak_rss_mb")}
@@ -146,7 +149,8 @@ def main() -> None:
               f"{edgeward_build_s} (export + int4), genai builder {genai_build_s} (None: built by an earlier run)",
               f"Qwen2-style decoder (hidden 512, 8 layers, vocab 32000, random weights), {PROMPT_TOKENS}-token prompt, "
               f"{NEW_TOKENS} new tokens, int4 block {BLOCK}; medians of {ROUNDS} rounds, each measurement in a fresh "
-              "process after one warm-up, the two taking turns. Load during the run (uptime): "
+              f"process (the median of {TIMED_RUNS} runs after one warm-up), the two taking turns. Load during the "
+              "run (uptime): "
               + os.getloadavg().__repr__()]
     write_results("lm_genai", {"model": "qwen2 h512 l8 kv2 vocab32000", "block_size": BLOCK, "sizes_mb": sizes,
                                "build_s": {"edgeward": edgeward_build_s, "genai": genai_build_s}, "rows": rows},
