@@ -61,6 +61,8 @@ def export(spec_or_source, to: str, out_dir=None, *, opset: int = 18, dynamic_ba
         speech = _export_speech(spec_or_source, target, to, opset=opset, force=force, **source_options)
         if speech is not None:
             return speech
+    if to == "tflite" and not isinstance(spec_or_source, Source):
+        _refuse_causal_lm_to_tflite(spec_or_source)
     if to == "onnx" and not isinstance(spec_or_source, Source) and not input_shapes and data is None:
         lm = _export_causal_lm(spec_or_source, target, opset=opset, force=force, **source_options)
         if lm is not None:
@@ -121,6 +123,18 @@ def _export_causal_lm(spec, target, *, opset: int, force: bool, trust_remote_cod
     done = export_lm_onnx(folder, target, opset=opset, force=force, trust_remote_code=trust_remote_code)
     warn_if_far(done.manifest["export_error"], "onnx")
     return ExportResult(done.out_dir, done.model_path, done.max_abs_error, done.manifest)
+
+
+def _refuse_causal_lm_to_tflite(spec) -> None:
+    """A decoder to TFLite needs litert-torch's generative path (prefill and decode signatures over an
+    external KV cache), which Edgeward does not drive yet; tracing it as a plain model would drop the cache."""
+    from toolkit.lm.folder import is_causal_lm, read_config
+
+    folder = Path(str(spec))
+    if is_causal_lm(folder):
+        architecture = (read_config(folder).get("architectures") or ["?"])[0]
+        raise Unsupported(f"{architecture}: exporting a language model to TFLite (prefill and decode signatures "
+                          "with a KV cache) is not supported yet; use --to onnx")
 
 
 def _export_speech(spec, target, to: str, *, opset: int, force: bool, trust_remote_code: bool = False,
