@@ -133,20 +133,24 @@ def compute_bound_models(tmp_path_factory) -> dict[str, Path]:
 def test_ssh_latency_within_15_percent_of_local(profiles, compute_bound_models, kind):
     """Same model, same runner, through ssh or a local process: the transport must not reach
     the per-inference figure. Rounds are interleaved so load from other work hits both sides
-    alike, and each side's best p50 is compared: on a busy 2-core machine a single round can
-    be slowed by a neighbour, the best round is not. Transport leaking into the figure can only
-    make the board slower, so that side is held to 15%; the other side only guards against a
-    figure in the wrong unit (with a CPU burner beside it the board came out up to 14% faster)."""
+    alike, and each side's fastest inference over all rounds is compared: on a shared 2-core
+    machine whole rounds are slowed by neighbours (in CI one side's p50s spread 1.64-2.11 ms
+    between rounds of the same model, and the best p50s were 16% apart), while the fastest
+    inference is the cost of the inference itself, which is what transport overhead would
+    raise. Transport leaking into the figure can only make the board slower, so that side is
+    held to 15%; the other bound only guards against a figure in the wrong unit."""
     from toolkit.devices import bench_on_device
 
+    fastest = {"localhost": [], "ssh-testbed": []}
     p50 = {"localhost": [], "ssh-testbed": []}
     for _ in range(5):
-        for device in p50:
+        for device in fastest:
             record = bench_on_device(compute_bound_models[kind], device, runs=100, warmup=20, threads=1)
+            fastest[device].append(record["latency_ms"]["min"])
             p50[device].append(record["latency_ms"]["p50"])
-    local, remote = min(p50["localhost"]), min(p50["ssh-testbed"])
-    assert local > 0.5, p50  # the model does real work, or the comparison measures noise
-    assert 0.7 < remote / local < 1.15, p50
+    local, remote = min(fastest["localhost"]), min(fastest["ssh-testbed"])
+    assert local > 0.5, fastest  # the model does real work, or the comparison measures noise
+    assert 0.7 < remote / local < 1.15, {"fastest": fastest, "p50": p50}
 
 
 def test_unreachable_host_fails_within_the_connect_timeout(run_cli, tmp_path, digits_cnn_onnx):
