@@ -162,7 +162,9 @@ def auto_quantize(
     """
     started = time.perf_counter()
     _check_arguments(max_drop, min_agreement, objective, budget_s, formats, device)
-    _check_sharding(workers, executor, address)
+    from toolkit.validate.shards import check_sharding
+
+    check_sharding(workers, executor, address)  # bad options here: inside a try they would only fail that try
     out_dir, sides = _open_sides(model, out_dir, data, calibration, formats, force)
     first = next(iter(sides.values()))
     gates = {"max_drop": max_drop if first.dataset.labels is not None else None, "min_agreement": min_agreement}
@@ -210,18 +212,6 @@ def _check_arguments(max_drop, min_agreement, objective, budget_s, formats, devi
         from toolkit.devices.profiles import get_profile
 
         get_profile(device)  # an unknown device is refused before any work
-
-
-def _check_sharding(workers: int, executor: str, address: str | None) -> None:
-    """Bad sharding options are refused here: inside a try they would only fail that try."""
-    from toolkit.validate.shards import SHARD_EXECUTORS
-
-    if workers < 1:
-        raise BadInput(f"--workers {workers}: give a positive number of workers")
-    if executor not in SHARD_EXECUTORS:
-        raise BadInput(f"unknown executor {executor!r}: choose one of {', '.join(SHARD_EXECUTORS)}")
-    if address and executor != "ray":
-        raise BadInput(f"--address {address}: a Ray cluster's address needs --executor ray")
 
 
 @contextmanager

@@ -216,17 +216,22 @@ def map_on_ray(jobs: list[ShardJob], address: str | None) -> list[ShardFigures]:
             ray.shutdown()
 
 
-def sharded_figures(cand, ref, dataset, *, candidate_spec, reference_spec, source_options: dict, batch_size: int,
-                    workers: int = 1, executor: str = "local", address: str | None = None,
-                    device: str | None = None) -> Figures:
-    """The figures of the whole data: in this process on the open sides (one worker, local),
-    else shard by shard on workers that reopen the models from their specs."""
+def check_sharding(workers: int, executor: str, address: str | None) -> None:
+    """Refuse sharding options that cannot work, before any model is opened."""
     if workers < 1:
         raise BadInput(f"--workers {workers}: give a positive number of workers")
     if executor not in SHARD_EXECUTORS:
         raise BadInput(f"unknown executor {executor!r}: choose one of {', '.join(SHARD_EXECUTORS)}")
     if address and executor != "ray":
         raise BadInput(f"--address {address}: a Ray cluster's address needs --executor ray")
+
+
+def sharded_figures(cand, ref, dataset, *, candidate_spec, reference_spec, source_options: dict, batch_size: int,
+                    workers: int = 1, executor: str = "local", address: str | None = None,
+                    device: str | None = None) -> Figures:
+    """The figures of the whole data: in this process on the open sides (one worker, local),
+    else shard by shard on workers that reopen the models from their specs."""
+    check_sharding(workers, executor, address)
     if workers == 1 and executor == "local":
         return reduce_figures([figures_of(cand, ref, dataset, device, batch_size)])
     if device:
