@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_models import write_cumsum_tflite
 
 from toolkit.devices.adb import parse_benchmark_model
 
@@ -53,22 +54,7 @@ def phone(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="module")
 def cumsum_tflite(tmp_path_factory):
-    """A float TFLite model with one op XNNPACK lacks (CUMSUM) after one it takes (FULLY_CONNECTED)."""
-    import litert_torch
-    import torch
-
-    class LinearThenCumsum(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear = torch.nn.Linear(64, 64)
-
-        def forward(self, x):
-            return torch.cumsum(self.linear(x), dim=-1)
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("adb-placement") / "cumsum.tflite"
-    litert_torch.convert(LinearThenCumsum().eval(), (torch.zeros(1, 64),)).export(str(path))
-    return path
+    return write_cumsum_tflite(tmp_path_factory.mktemp("adb-placement") / "cumsum.tflite")
 
 
 def test_delegate_log_alone_gives_counts_without_names():

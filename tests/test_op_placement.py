@@ -8,28 +8,14 @@ import subprocess
 import sys
 
 import pytest
+from tiny_models import write_cumsum_tflite
 
 from toolkit.devices.transport import runner_path
 
 
 @pytest.fixture(scope="module")
 def cumsum_tflite(tmp_path_factory):
-    """A float TFLite model with one op XNNPACK lacks (CUMSUM) after one it takes (FULLY_CONNECTED)."""
-    import litert_torch
-    import torch
-
-    class LinearThenCumsum(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear = torch.nn.Linear(64, 64)
-
-        def forward(self, x):
-            return torch.cumsum(self.linear(x), dim=-1)
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("placement") / "cumsum.tflite"
-    litert_torch.convert(LinearThenCumsum().eval(), (torch.zeros(1, 64),)).export(str(path))
-    return path
+    return write_cumsum_tflite(tmp_path_factory.mktemp("placement") / "cumsum.tflite")
 
 
 def run_runner(model, *extra) -> dict:
