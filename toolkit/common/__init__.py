@@ -1,2 +1,2 @@
 """Small helpers every layer shares: tensor specs, batching, text, units, a quiet stdout,
-progress events, a JSON default."""
+progress events, a JSON default, Ray errors unwrapped."""

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from toolkit.common.progress import ProgressCallback, ProgressEvent
+from toolkit.common.ray_errors import get_reraising_edgeward_errors
 from toolkit.errors import BadInput, DeviceError, missing_library
 
 logger = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def _schedule(ray, task, steps: list, runner: StepRunner, *, force: bool,
         step, t0 = running.pop(ready[0])
         tally.running -= 1
         try:
-            done[step.name], started, finished = _get(ray, ready[0])
+            done[step.name], started, finished = get_reraising_edgeward_errors(ray, ready[0])
         except DeviceError as error:  # this board dropped: the other steps go on
             tally.failed += 1
             lost[step.name] = str(error)
@@ -261,19 +262,6 @@ def _test_kill_worker_hook(step_name: str) -> None:
     with open(marker, "w") as file:
         file.write(str(os.getpid()))
     threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGKILL)).start()
-
-
-def _get(ray, ref):
-    """The task's result; an Edgeward error raised in the task is raised again as itself."""
-    from toolkit.errors import EdgewardError
-
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayTaskError as error:
-        cause = getattr(error, "cause", None)
-        if isinstance(cause, EdgewardError):
-            raise cause from None
-        raise
 
 
 def _connect(ray, address: str | None, device_resources: list[str] = ()) -> bool:

@@ -190,7 +190,7 @@ def map_on_ray(jobs: list[ShardJob], address: str | None) -> list[ShardFigures]:
         import ray
     except ImportError:
         raise missing_library("ray", extra="ray") from None
-    from toolkit.errors import EdgewardError
+    from toolkit.common.ray_errors import get_reraising_edgeward_errors
 
     started_here = False
     if not ray.is_initialized():
@@ -204,13 +204,7 @@ def map_on_ray(jobs: list[ShardJob], address: str | None) -> list[ShardFigures]:
     try:
         task = ray.remote(num_cpus=1, max_retries=2)(run_shard)
         refs = [task.remote(job) for job in jobs]
-        try:
-            return ray.get(refs)
-        except ray.exceptions.RayTaskError as error:
-            cause = getattr(error, "cause", None)
-            if isinstance(cause, EdgewardError):
-                raise cause from None
-            raise
+        return get_reraising_edgeward_errors(ray, refs)
     finally:
         if started_here:
             ray.shutdown()
