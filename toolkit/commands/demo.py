@@ -11,13 +11,13 @@ from toolkit.commands.run import check_executor, executor_options, run_and_print
 
 
 def demo_recipe(name: str = "demo.yaml"):
-    """A builtin recipe; its relative paths (the LM recipe's texts) are read from the package's folder."""
+    """A builtin recipe. It names only builtin specs (builtin:tiny-lm:train, ...), never a relative path,
+    so the text `--show-recipe` prints runs the same from any folder."""
     import yaml
 
     from toolkit.pipeline.recipe import load_recipe
 
-    folder = resources.files("toolkit.pipeline")
-    return load_recipe(yaml.safe_load(folder.joinpath(name).read_text()), base_dir=Path(str(folder)))
+    return load_recipe(yaml.safe_load(resources.files("toolkit.pipeline").joinpath(name).read_text()))
 
 
 @click.command(
@@ -28,6 +28,7 @@ Examples:
   edgeward demo --show-recipe > recipe.yaml && edgeward run recipe.yaml
   edgeward demo --executor ray                   # independent steps side by side on a local Ray cluster
   edgeward demo --llm                            # the language-model recipe (builtin:tiny-lm)
+  edgeward demo --llm --show-recipe > lm.yaml && edgeward run lm.yaml
 
 \b
 The digits CNN (trained in seconds on scikit-learn's bundled digits) is distilled into

@@ -24,6 +24,8 @@ ENDINGS = ("today", "again", "at night", "")
 UNKNOWN, END = "<unk>", "<eos>"  # the special tokens: unknown word, end of text
 TRAIN_FILE = "tiny_train.txt"
 HELDOUT_FILE = "tiny_heldout.txt"
+# the bundled texts as data specs a recipe can name from anywhere (the recipe loader resolves them)
+BUILTIN_TEXTS = {"builtin:tiny-lm:train": TRAIN_FILE, "builtin:tiny-lm:heldout": HELDOUT_FILE}
 DEFAULT_STEPS = 80
 
 

@@ -66,6 +66,7 @@ from pydantic_core import PydanticCustomError
 
 from toolkit.common.text import did_you_mean
 from toolkit.errors import BadInput
+from toolkit.lm.tiny import BUILTIN_TEXTS, bundled_text
 
 FORMATS = ("onnx", "tflite")
 BUILTIN_DATA = ("builtin:digits", "builtin:digits:train", "builtin:digits:test", "builtin:digits:all")
@@ -207,8 +208,11 @@ def _data_spec(spec: str | None, info: ValidationInfo) -> str | None:
     if spec is None:
         return None
     if spec.startswith("builtin:"):
+        if spec in BUILTIN_TEXTS:  # builtin:tiny-lm's text, read from wherever the package is installed
+            return str(bundled_text(BUILTIN_TEXTS[spec]))
         if spec not in BUILTIN_DATA:
-            raise _problems_error([f"unknown builtin data {spec!r} (builtin:digits[:train|:test])"])
+            raise _problems_error([f"unknown builtin data {spec!r} "
+                                   f"(builtin:digits[:train|:test], {' or '.join(BUILTIN_TEXTS)})"])
         return spec
     from urllib.parse import parse_qsl, urlencode
 
