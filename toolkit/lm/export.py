@@ -84,17 +84,20 @@ def export_and_check(folder: Path, stage: Path, scratch: Path, config: dict, exp
                      trust_remote_code: bool, what: str) -> tuple[str, dict]:
     """Run the exporter asked for (auto: the builder, and optimum where the builder cannot or its graph
     does not run) and check the graph against transformers; returns (exporter used, the check's figures)."""
-    from toolkit.lm.genai_builder import GRAPH_FILES, build_with_genai, cannot_build
+    from toolkit.lm.genai_builder import GRAPH_FILES, build_with_genai, cannot_build, vocabulary_collision
 
     if exporter in ("auto", "genai"):
-        why_not = cannot_build(config, trust_remote_code) or build_with_genai(folder, stage, scratch)
+        # a known wrong graph is not worth building when optimum may be used; forced, the check below catches it
+        why_not = (cannot_build(config, trust_remote_code)
+                   or (vocabulary_collision(config) if exporter == "auto" else None)
+                   or build_with_genai(folder, stage, scratch))
         if why_not is None:
             try:
                 figures = check_against_transformers(folder, stage / MODEL_FILE, config, trust_remote_code)
                 relative = figures["max_abs_error"] / max(figures["logit_scale"], 1e-30)
                 if relative <= BUILDER_TOLERANCE:
                     return "genai", figures
-                # seen on toy configs (a 64-token vocabulary): the fused graph is not the model
+                # a vocabulary as wide as a layer (genai_builder's docstring): the fused graph is not the model
                 why_not = f"its graph differs from transformers by {relative:.2g} of the logits' scale"
             except Exception as error:  # onnxruntime refusing the fused graph at run time
                 why_not = f"onnxruntime cannot run its graph: {first_line(error)}"

@@ -12,6 +12,20 @@ The builder runs in a child process: it imports every model family it knows and 
 and a failure there (a family it lacks, a config it rejects) is a reason to use optimum instead,
 not an error. Remote code is never trusted here (`hf_remote=false`), nothing is downloaded
 (`hf_token=false`, a local folder as input).
+
+A builder bug (onnxruntime-genai 0.15.2) is why export checks the builder's graph against
+transformers and falls back to optimum: `builders/base.py` finds the LM head as *any*
+`torch.nn.Linear` whose `out_features == vocab_size` (`has_lm_head`), while `make_model` walks
+`model.modules()`, which descends into each decoder layer after `make_layer`. When the vocabulary
+size equals the width of a projection inside a layer (q/o: heads x head size, k/v: KV heads x head
+size, gate/up: the MLP width, down: hidden), the first such projection is taken for the head:
+`make_node` keeps the nodes of that first match (it skips names already made), so `/lm_head/MatMul`
+reads layer 0's last norm and the layers after it and the final norm feed nothing, while
+`make_initializer` re-registers the weights at every match, so the head's weight ends up the real
+`lm_head` and its bias the last biased projection's. Measured on `builtin:tiny-lm` (Qwen2, vocab
+32 = 2 KV heads x 16): logits 1.35x the logits' scale off; the same weights with the vocabulary
+padded to 48 (no layer is 48 wide): 2.9e-6 off. Real vocabularies (tens of thousands) do not
+collide with a layer's width; toy ones (32, 64) do, and take the optimum route.
 """
 
 from __future__ import annotations
@@ -56,6 +70,23 @@ def cannot_build(config: dict, trust_remote_code: bool) -> str | None:
     if size is not None and size % 16:
         # onnxruntime's CPU GroupQueryAttention refuses it at run time ("head_size shall be a multiple of 16")
         return f"its attention head size {size} is not a multiple of 16"
+    return None
+
+
+def vocabulary_collision(config: dict) -> str | None:
+    """Why the builder would take a layer for the LM head (the 0.15.2 bug above), or None."""
+    from toolkit.lm.folder import head_dim
+
+    vocab = config.get("vocab_size")
+    size = head_dim(config)
+    heads, kv_heads = config.get("num_attention_heads"), config.get("num_key_value_heads")
+    widths = {"hidden": config.get("hidden_size"), "MLP": config.get("intermediate_size"),
+              "attention": heads * size if isinstance(heads, int) and size else None,
+              "key/value": kv_heads * size if isinstance(kv_heads, int) and size else None}
+    for name, width in widths.items():
+        if isinstance(vocab, int) and vocab == width:
+            return (f"its vocabulary size {vocab} equals the {name} width, which the builder takes "
+                    "for the LM head")
     return None
 
 
