@@ -4,11 +4,13 @@ Every mode runs `quant_pre_process` first (shape inference and ORT's basic graph
 optimisations) because the quantizers need tensor shapes to decide what they can quantize.
 Each function takes the float model's path and writes the quantized model to `out_path`;
 it returns notes for the manifest. Models over ~1.8 GB keep their weights in external
-data beside the model (`model.onnx.data`), since a protobuf cannot hold more than 2 GB.
+data beside the model (`model.onnx.data`), since a protobuf cannot hold more than 2 GB;
+language models always do (`is_language_model`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -44,15 +46,18 @@ def pre_process(model_path: Path, workdir: Path) -> Path:
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    workdir = workdir.resolve()
     out = workdir / "preprocessed.onnx"
     large = is_large(model_path)
-    source = _constants_as_initializers(model_path, workdir) or model_path
+    source = (_constants_as_initializers(model_path, workdir) or model_path).resolve()
     attempts = ({}, {"skip_optimization": True}, {"skip_symbolic_shape": True},
                 {"skip_optimization": True, "skip_symbolic_shape": True})
     last_error: Exception | None = None
     for options in attempts:
         try:
-            with quiet():
+            # Where symbolic shape inference gives up, onnxruntime saves its half-done model
+            # (sym_shape_infer_temp.onnx and a uuid-named .data file) into the working directory.
+            with quiet(), contextlib.chdir(workdir):
                 quant_pre_process(
                     str(source), str(out), save_as_external_data=large,
                     all_tensors_to_one_file=True, **options,
@@ -106,19 +111,45 @@ def _convert_constants(graph) -> int:
     return count
 
 
-def save(model, out_path: Path) -> None:
-    """Drop the exporter's debug metadata (stack traces, local paths) and save, large or not."""
+def save(model, out_path: Path, *, language_model: bool = False) -> None:
+    """Drop the exporter's debug metadata (stack traces, local paths) and save, large or not.
+
+    Past ~1.8 GB, and for a `language_model` whatever its size, the tensors over 1 KiB go to
+    `<name>.data` beside the graph; a language model also gets its `logits_to_keep` input.
+    """
     import onnx
 
     for node in all_nodes(model.graph):
         keep = [p for p in node.metadata_props if not p.key.startswith(DEBUG_METADATA_PREFIXES)]
         del node.metadata_props[:]
         node.metadata_props.extend(keep)
+    if language_model:
+        from toolkit.lm.onnx_last_logits import add_logits_to_keep
+
+        add_logits_to_keep(model)
     large = model.ByteSize() > LARGE_MODEL_BYTES if _fits_protobuf(model) else True
     onnx.save_model(
-        model, str(out_path), save_as_external_data=large, all_tensors_to_one_file=True,
+        model, str(out_path), save_as_external_data=large or language_model, all_tensors_to_one_file=True,
         location=f"{out_path.name}.data", size_threshold=1024,
     )
+    data_path = out_path.with_name(f"{out_path.name}.data")
+    if data_path.is_file():  # onnx creates it 0600; readable like the graph beside it (a board, shared storage)
+        data_path.chmod(out_path.stat().st_mode & 0o777)
+
+
+def is_language_model(model_path: Path) -> bool:
+    """Whether the model is a decoder whose quantized form is saved as `save(..., language_model=True)`.
+
+    Its weights go to model.onnx.data whatever its size: onnxruntime maps an external-data file, where
+    it keeps an inline model's parsed initializers beside the copies MatMulNBits prepacks
+    (benchmarks/results/lm_memory.md, int4 decoder with 33.3 MiB of weights: peak 74.3 MiB over the
+    baseline inline, 61.3 MiB with external data). Other models stay one file: they are small, and the
+    device runner's predict/bench path pushes one model file (the language-model bench pushes the data
+    file beside it).
+    """
+    from toolkit.lm.folder import is_lm_artifact
+
+    return is_lm_artifact(model_path)
 
 
 def _fits_protobuf(model) -> bool:
@@ -129,10 +160,10 @@ def _fits_protobuf(model) -> bool:
         return False
 
 
-def _finish(tmp_path: Path, out_path: Path) -> None:
+def _finish(tmp_path: Path, out_path: Path, *, language_model: bool = False) -> None:
     import onnx
 
-    save(onnx.load(str(tmp_path)), out_path)
+    save(onnx.load(str(tmp_path)), out_path, language_model=language_model)
 
 
 # Conv is not given to onnxruntime's dynamic quantizer: its ConvInteger path quantizes the weights
@@ -177,7 +208,7 @@ def dynamic_int8(model_path: Path, out_path: Path, *, workdir: Path, per_channel
                 raise
     model = onnx.load(str(tmp))
     convs = int8_conv_weights(model.graph, set(exclude_nodes or [])) if weight_only_convs else 0
-    save(model, out_path)
+    save(model, out_path, language_model=is_language_model(model_path))
     return {"weight_type": "int8", "activations": "uint8, dynamic (MatMul/Gemm/LSTM)", "per_channel": per_channel,
             "reduce_range": reduce_range,
             "subgraphs_quantized": subgraphs,
@@ -339,7 +370,7 @@ def static_int8(model_path: Path, out_path: Path, *, workdir: Path, calibration,
         quantize(pre)
         _check_static_did_something(pre, tmp, model_path)
         onnx_if.warn_specialised(notes["specialised"])
-    _finish(tmp, out_path)
+    _finish(tmp, out_path, language_model=is_language_model(model_path))
     return {"format": "QDQ", "weight_type": "uint8" if weight_type == QuantType.QUInt8 else "int8",
             "activation_type": "uint8", "per_channel": per_channel,
             "calibration_method": method, "calibration_batches": len(reader.feeds),
@@ -419,7 +450,7 @@ def fp16(model_path: Path, out_path: Path, *, workdir: Path, exclude_nodes=None,
         model = convert_float_to_float16(
             onnx.load(str(pre)), keep_io_types=True, node_block_list=list(exclude_nodes or []) or None,
         )
-    save(model, out_path)
+    save(model, out_path, language_model=is_language_model(model_path))
     return {"weights": "float16", "io_types": "float32 kept"}
 
 
@@ -464,7 +495,7 @@ def int4_weight(model_path: Path, out_path: Path, *, workdir: Path, exclude_node
             f"int4-weight left {model_path.name} unchanged: it has no MatMul or Gemm with constant weights "
             "(e.g. a convolution-only network); use dynamic-int8 or static-int8"
         )
-    save(quantized, out_path)
+    save(quantized, out_path, language_model=is_language_model(model_path))
     notes = {"bits": 4, "block_size": block_size, "matmulnbits_nodes": count,
              "gather_block_quantized_nodes": gathers, "gemm_rewritten": rewritten}
     if accuracy_level is not None:
@@ -557,7 +588,7 @@ def dynamic_int8_int4emb(model_path: Path, out_path: Path, *, workdir: Path, per
     model = onnx.load(str(tmp))
     tables = int4_embeddings(model, excluded)
     unfused = sum_before_layernorm(model)
-    save(model, out_path)
+    save(model, out_path, language_model=is_language_model(model_path))
     return {"weight_type": "int8", "activations": "uint8, dynamic", "per_channel": per_channel,
             "reduce_range": reduce_range,
             "embedding_tables_int4": tables, "embedding_block_size": EMBEDDING_BLOCK_SIZE,
