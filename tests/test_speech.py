@@ -183,13 +183,12 @@ def test_bench_real_time_factor_prices_per_minute(whisper, clips, run_cli, tmp_p
         breakeven(no_seconds, bench=[bench_file])
 
 
-def test_a_t5_style_model_exports_and_generates_like_transformers(run_cli, tmp_path):
-    """text2text-generation-with-past goes through the same encoder + cached-decoder code."""
+def make_t5(folder: Path):
+    """A tiny T5 (2 layers, d_model 32) with a word-level tokenizer; (its tokenizer, the model)."""
     import torch
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    folder = tmp_path / "t5"
     vocab = {word: i for i, word in enumerate(["<pad>", "</s>", "<unk>", *WORDS[:61]])}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -201,6 +200,15 @@ def test_a_t5_style_model_exports_and_generates_like_transformers(run_cli, tmp_p
                                    decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
     model = transformers.T5ForConditionalGeneration(config).eval()
     model.save_pretrained(folder, safe_serialization=True)
+    return fast, model
+
+
+def test_a_t5_style_model_exports_and_generates_like_transformers(run_cli, tmp_path):
+    """text2text-generation-with-past goes through the same encoder + cached-decoder code."""
+    import torch
+
+    folder = tmp_path / "t5"
+    fast, model = make_t5(folder)
     exported = run_cli("export", folder, "--to", "onnx", "-o", tmp_path / "t5-onnx")
     assert exported.exit_code == 0, exported.stderr
     manifest = json.loads((tmp_path / "t5-onnx" / "manifest.json").read_text())

@@ -15,6 +15,9 @@ Examples:
   edgeward bench exported/distilbert-onnx --seq-len 256 --max-fallback 5
   edgeward bench exported/vit-onnx --shapes pixel_values=1x3x224x224 --compare before.json
   edgeward bench exported/whisper-onnx --audio clip.wav
+  edgeward bench exported/whisper-int8 --audio clip.wav --device ssh-testbed     # runner.py seq2seq
+  edgeward bench exported/whisper-onnx --audio clip.wav --device raspberry-pi-5 --estimate
+  edgeward bench exported/t5-onnx --prompt-tokens 32 --new-tokens 32           # encoder ms, tokens/s
   edgeward bench exported/qwen-int4 --device ssh-testbed --prompt-tokens 64 --new-tokens 64
   edgeward bench exported/qwen-int4 --device raspberry-pi-5 --estimate
 
@@ -35,7 +38,10 @@ An exported language model (a folder with model.onnx, config and tokenizer) is t
 time to first token and decode tokens/s: on this host, or on an ssh / emulated ARM64 board
 (runner.py lm, the same decode loop; greedy tokens come back); --estimate gives decode from
 the profile's memory bandwidth (every weight byte + the KV cache per token) and time to first
-token from its compute (2 x parameters x prompt tokens FLOPs), marked as estimates.""")
+token from its compute (2 x parameters x prompt tokens FLOPs), marked as estimates.
+An exported encoder-decoder: Whisper gives the real-time factor of --audio (on this host, or on an
+ssh / emulated ARM64 board through runner.py seq2seq, features computed on the host), T5 the encoder
+time and decode tokens/s (this host); --estimate sums a roofline of each graph.""")
 @click.argument("model", type=click.Path())
 @click.option("--device", default="localhost", show_default=True, help="A device profile name (edgeward devices list).")
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="Measured runs.")
@@ -66,10 +72,11 @@ def command(model, device, runs, warmup, threads, estimate, profiles_dir, benchm
             max_fallback, compare, no_calibrate, prompt_tokens, new_tokens, output, audio=None) -> None:
     """Measure or estimate latency and memory of MODEL on a device."""
     from toolkit.lm.folder import is_lm_artifact
-    from toolkit.speech.folder import is_speech_artifact
+    from toolkit.speech.folder import is_seq2seq_artifact
 
-    if is_speech_artifact(model):
-        _bench_speech(model, device, runs, warmup, threads, estimate, audio, output)
+    if is_seq2seq_artifact(model):  # Whisper (real-time factor on a clip) or T5 (encoder ms, tokens/s)
+        _bench_speech(model, device, runs, warmup, threads, estimate, audio, output, prompt_tokens, new_tokens,
+                      profiles_dir)
         return
     if audio is not None:
         from toolkit.errors import BadInput
@@ -139,18 +146,41 @@ def _bench_language_model(model, device, runs, warmup, threads, estimate, prompt
     emit(record, human_summary(record))
 
 
-def _bench_speech(model, device, runs, warmup, threads, estimate, audio, output):
-    """The real-time factor of an exported speech model transcribing one WAV clip (this host)."""
+def _bench_speech(model, device, runs, warmup, threads, estimate, audio, output, prompt_tokens=32, new_tokens=32,
+                  profiles_dir=None):
+    """An exported encoder-decoder: a speech model's real-time factor on a WAV clip, a T5-style model's encoder
+    time and decode tokens/s; measured on this host, or estimated from a device profile (--estimate)."""
     from toolkit.artifacts import atomic_write_json
     from toolkit.console import emit, info
     from toolkit.errors import BadInput, Unsupported
-    from toolkit.speech.bench import bench_speech, human_summary
+    from toolkit.speech.bench import bench_seq2seq_text, bench_speech, estimate_record, human_summary
+    from toolkit.speech.folder import is_speech_artifact
+    from toolkit.speech.transcribe import DEFAULT_MAX_NEW_TOKENS
 
-    if estimate or device != "localhost":
-        raise Unsupported("speech models are benched on this host only for now (--device localhost, no --estimate)")
-    if audio is None:
+    speech = is_speech_artifact(model)
+    if speech and audio is None:
         raise BadInput("a speech model is benched on a clip: give --audio FILE.wav")
-    record = bench_speech(model, audio, runs=min(runs, 20), warmup=min(warmup, 2), threads=threads)
+    if not speech and audio is not None:
+        raise BadInput("--audio: for a speech model (an exported Whisper folder) only")
+    if estimate:
+        from toolkit.devices import get_profile
+
+        record = estimate_record(model, get_profile(device, profiles_dir), audio=audio, prompt_tokens=prompt_tokens,
+                                 new_tokens=new_tokens)
+    elif device != "localhost" and speech:  # runner.py seq2seq on an ssh / emulated ARM64 board
+        from toolkit.speech.board import bench_speech_on_board
+
+        record = bench_speech_on_board(model, audio, device, runs=min(runs, 20), warmup=min(warmup, 2),
+                                       threads=threads, max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
+                                       profiles_dir=profiles_dir)
+    elif device != "localhost":
+        raise Unsupported(f"{device}: a text encoder-decoder (T5) is measured on this host only; add --estimate "
+                          "for the profile's roofline figures (speech models run on ssh boards)")
+    elif speech:
+        record = bench_speech(model, audio, runs=min(runs, 20), warmup=min(warmup, 2), threads=threads)
+    else:
+        record = bench_seq2seq_text(model, prompt_tokens=prompt_tokens, new_tokens=new_tokens, runs=min(runs, 20),
+                                    warmup=min(warmup, 2), threads=threads)
     if output:
         atomic_write_json(output, record)
         info(f"wrote {output}")

@@ -22,6 +22,7 @@ Examples:
   edgeward quantize model.onnx --mode auto --data eval.npz --objective latency
   edgeward quantize builtin:digits --mode auto --data builtin:digits:test --formats onnx,tflite
   edgeward quantize exported/qwen2-onnx --mode auto --data text.txt --max-ppl-ratio 1.05   # language model
+  edgeward quantize exported/whisper-onnx --mode dynamic-int8   # encoder + both decoders (also T5)
 
 \b
 MODEL is an .onnx/.tflite file or an artifact folder. An .npz for --calibration holds
@@ -87,6 +88,11 @@ def command(model, mode, calibration, method, per_tensor, calibration_size, bloc
         raise BadInput("give a MODEL (an .onnx/.tflite file or artifact folder), or --list-modes")
     if not mode:
         raise BadInput("give --mode (edgeward quantize --list-modes shows them)")
+    from toolkit.speech.folder import is_seq2seq_artifact
+
+    if is_seq2seq_artifact(model):  # Whisper / T5: the encoder and both decoders, one mode
+        return _quantize_seq2seq(model, mode, out_dir, force, block_size, exclude_nodes, allow_unchanged,
+                                 per_tensor, calibration or data)
     from toolkit.commands.lm_options import auto_language_model, is_language_model, refuse_lm_flags
 
     sharding = {"workers": workers, "executor": executor, "address": address}
@@ -125,6 +131,20 @@ def command(model, mode, calibration, method, per_tensor, calibration_size, bloc
         f"{result.mode} {result.format}: {result.model_path} "
         f"({human_bytes(result.size_bytes)} vs {human_bytes(result.float_size_bytes)} float, {result.size_ratio:.2f}x)",
     )
+
+
+def _quantize_seq2seq(model, mode, out_dir, force, block_size, exclude_nodes, allow_unchanged, per_tensor,
+                      data) -> None:
+    from toolkit.console import emit, verbose
+    from toolkit.speech.quantize import human_summary, quantize_seq2seq
+
+    if data:
+        raise BadInput("an encoder-decoder is quantized without data: drop --calibration / --data")
+    verbose(f"quantizing the encoder and decoders of {model} ({mode}) ...")
+    result = quantize_seq2seq(model, mode, out_dir, force=force, block_size=int(block_size) if block_size else None,
+                              exclude_nodes=list(exclude_nodes), allow_unchanged=allow_unchanged,
+                              per_channel=not per_tensor)
+    emit(result.as_dict(), human_summary(result))
 
 
 def _auto(model, out_dir, data, calibration, max_drop, min_agreement, budget_s, force, objective="size",
