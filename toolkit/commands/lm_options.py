@@ -90,7 +90,8 @@ def greedy_arguments(options: dict) -> dict:
 
 
 def validate_language_model(candidate, reference, data, *, options: dict, min_agreement, no_gates, max_length,
-                            out_dir, record: bool, unused: dict | None = None) -> None:
+                            out_dir, record: bool, unused: dict | None = None, per_layer: bool = False,
+                            top: int = 10) -> None:
     """`edgeward validate` for a language model: print the figures, exit 1 on a failed gate.
     `unused`: flags of tensor validation given a value, refused rather than quietly ignored."""
     from toolkit.console import emit
@@ -103,7 +104,8 @@ def validate_language_model(candidate, reference, data, *, options: dict, min_ag
     from toolkit.lm.validate import validate_lm
 
     report = validate_lm(candidate, reference, data, gates=lm_gates(options, min_agreement, no_gates),
-                         max_length=max_length, out_dir=out_dir, record=record, **greedy_arguments(options))
+                         max_length=max_length, out_dir=out_dir, record=record, per_layer=per_layer, top=top,
+                         **greedy_arguments(options))
     emit(report.to_dict(), summary_text(report, out_dir))
     if not report.passed:
         raise GateFailed(f"validation failed: {report.failure_line()}")

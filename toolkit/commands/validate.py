@@ -18,6 +18,7 @@ Examples:
   edgeward validate exported/digits-int8 --reference builtin:digits-cnn --data builtin:digits:test --device pi5
   edgeward validate model-int8.onnx --reference mypkg.nets:make_net --data eval.npz   # shapes from the data
   edgeward validate exported/qwen2-int4 --reference exported/qwen2-onnx --data text.txt --max-ppl-ratio 1.05
+  edgeward validate exported/qwen2-int4 --reference exported/qwen2-onnx --data text.txt --per-layer
   edgeward validate exported/digits-int8 --reference builtin:digits-cnn --data big.npz --workers 4
 
 \b
@@ -28,7 +29,10 @@ Gates (a gate that fails is exit 1, naming the figure and the bar):
 Turn one off with --no-gate drop|agreement|sqnr.
 A language model (an exported LM folder) is compared on text (.txt lines or .jsonl `text`):
 --max-ppl-ratio 1.10, --min-agreement 0.90 (next token), --max-kl 0.10, and optionally
---min-greedy-match; turn one off with --no-gate ppl|agreement|kl|greedy.
+--min-greedy-match; turn one off with --no-gate ppl|agreement|kl|greedy. With --per-layer it
+also compares the hidden states after each decoder layer (and the final norm and logits) with
+the reference's and names the worst layer; the reference is the float ONNX export or the HF
+folder (ONNX candidates only; a TFLite language model exits 3).
 
 \b
 CANDIDATE and --reference take an .onnx/.tflite file, an artifact folder, or a PyTorch
@@ -60,7 +64,8 @@ folder, with options as 'photos/?size=224&layout=nhwc' or as the data flags
               help="Also run both models on random data at these shapes (repeatable).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=AxB",
               help="Pin a PyTorch side's input shape (repeatable); by default it comes from the data.")
-@click.option("--per-layer", is_flag=True, help="Per-node error against the float parent (ONNX or TFLite).")
+@click.option("--per-layer", is_flag=True, help="Per-node error against the float parent (ONNX or TFLite); for a "
+              "language model, the error after each decoder layer against the float ONNX export or the HF folder.")
 @click.option("--top", type=int, default=10, show_default=True, help="How many worst nodes to list.")
 @click.option("--device", metavar="NAME", help="Run the candidate on this device (see edgeward devices list).")
 @click.option("--profiles", type=click.Path(exists=True, file_okay=False), default=None,
@@ -85,16 +90,16 @@ def command(candidate, reference, data, out_dir, max_drop, min_agreement, min_sq
     import os
 
     from toolkit.commands.lm_options import is_language_model, refuse_lm_flags, validate_language_model
-    from toolkit.speech.folder import is_speech_artifact
+    from toolkit.speech.folder import is_seq2seq_artifact
 
-    if is_speech_artifact(candidate):  # WAV clips in, transcript tokens compared
+    if is_seq2seq_artifact(candidate):  # WAV clips (or T5 text lines) in, output tokens compared
         return validate_speech_model(candidate, reference, data, min_agreement=None if "agreement" in no_gates
                                      else min_agreement, out_dir=out_dir)
     if is_language_model(candidate):  # text in, perplexity / agreement / KL / greedy match out
         return validate_language_model(candidate, reference, data, options=lm_options, min_agreement=min_agreement,
                                        no_gates=no_gates, max_length=data_options["max_length"], out_dir=out_dir,
-                                       record=not no_record, unused={"--device": device, "--per-layer": per_layer,
-                                                                     "--shapes": shapes, "--workers": workers > 1})
+                                       record=not no_record, per_layer=per_layer, top=top,
+                                       unused={"--device": device, "--shapes": shapes, "--workers": workers > 1})
     refuse_lm_flags(lm_options)
 
     from toolkit.console import emit
@@ -127,7 +132,8 @@ def command(candidate, reference, data, out_dir, max_drop, min_agreement, min_sq
 
 
 def validate_speech_model(candidate, reference, data, *, min_agreement, out_dir) -> None:
-    """A speech model: token agreement and exact-match rate of the transcripts against the reference's."""
+    """An encoder-decoder: token agreement and exact-match rate of its transcripts (speech) or greedy outputs
+    (T5-style text) against the reference's."""
     from pathlib import Path
 
     from toolkit.artifacts import atomic_write_json

@@ -15,6 +15,12 @@ def write_lm_report(report, out_dir: Path) -> dict[str, str]:
         raise BadInput(f"{out_dir} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     report.files = {"json": "report.json", "markdown": "report.md"}
+    if report.per_layer is not None and report.per_layer.layers:
+        from toolkit.artifacts import atomic_write_bytes
+        from toolkit.validate.report import per_layer_png
+
+        atomic_write_bytes(out_dir / "per_layer_sqnr.png", per_layer_png(report.per_layer))
+        report.files["per_layer_chart"] = "per_layer_sqnr.png"
     atomic_write_json(out_dir / "report.json", report.to_dict())
     atomic_write_text(out_dir / "report.md", markdown(report))
     return report.files
@@ -57,6 +63,12 @@ def markdown(report) -> str:
         for match in report.prompts:
             lines.append(f"| {match.prompt_tokens} | {match.match_length}/{match.new_tokens} "
                          f"| {_cell(match.reference_text)} | {_cell(match.candidate_text)} |")
+    if report.per_layer is not None:
+        from toolkit.lm.per_layer import per_layer_markdown
+
+        lines += ["", *per_layer_markdown(report.per_layer)]
+        if "per_layer_chart" in report.files:
+            lines += ["", f"![SQNR by layer]({report.files['per_layer_chart']})"]
     return "\n".join(lines) + "\n"
 
 
@@ -81,6 +93,10 @@ def summary_text(report, out_dir=None) -> str:
                      f"tokens match on average, {fully} of {len(report.prompts)} continuations fully")
     for gate in report.gates:
         lines.append(f"  [{'pass' if gate.passed else 'FAIL'}] {gate.describe()}")
+    if report.per_layer is not None:
+        from toolkit.lm.per_layer import per_layer_text
+
+        lines.append(per_layer_text(report.per_layer))
     if out_dir:
         lines.append(f"report: {Path(out_dir) / 'report.md'}")
     lines.append("PASSED" if report.passed else "FAILED")

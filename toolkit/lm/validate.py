@@ -101,6 +101,7 @@ class LmValidation:
     gates: list[Gate]
     seconds: float = 0.0
     files: dict = field(default_factory=dict)
+    per_layer: object | None = None  # toolkit.lm.per_layer.LmPerLayerResult, with per_layer=True
 
     @property
     def ppl_ratio(self) -> float:
@@ -135,7 +136,7 @@ class LmValidation:
                 "greedy": {"prompts": len(self.prompts), "max_new_tokens": self.max_new_tokens,
                            "results": [{**asdict(p), "full": p.full} for p in self.prompts]},
                 "gates": [asdict(gate) for gate in self.gates], "seconds": round(self.seconds, 3),
-                "files": dict(self.files)}
+                "files": dict(self.files), **({"per_layer": self.per_layer.to_dict()} if self.per_layer else {})}
 
     def manifest_record(self) -> dict:
         """The short record kept in the candidate's manifest under `validation`."""
@@ -220,11 +221,16 @@ class Tally:
 def validate_lm(candidate, reference, data, *, gates: LmGates = LmGates(), max_length: int | None = None,
                 prompts: int = DEFAULT_PROMPTS, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                 out_dir=None, record: bool = True, threads: int | None = None,
-                trust_remote_code: bool = False) -> LmValidation:
-    """Compare the language model `candidate` with `reference` on the text file `data`."""
+                trust_remote_code: bool = False, per_layer: bool = False, top: int = 10) -> LmValidation:
+    """Compare the language model `candidate` with `reference` on the text file `data`; `per_layer`
+    adds the error of the hidden states after every layer (toolkit.lm.per_layer)."""
     from toolkit.lm.sides import check_same_vocabulary, open_side
 
     gates.check()
+    if per_layer:
+        from toolkit.lm.per_layer import check_per_layer_supported
+
+        check_per_layer_supported(candidate, top)
     if prompts < 0 or max_new_tokens < 1:
         raise BadInput("--prompts must be >= 0 and --max-new-tokens >= 1")
     started = time.perf_counter()
@@ -258,6 +264,11 @@ def validate_lm(candidate, reference, data, *, gates: LmGates = LmGates(), max_l
         reference_ppl=math.exp(tally.reference_nll / tally.predicted), agreement=tally.agree / tally.positions,
         mean_kl=max(tally.kl_sum / tally.positions, 0.0), max_new_tokens=max_new_tokens, prompts=matches, gates=[])
     report.gates = gate_results(report, gates)
+    if per_layer:
+        from toolkit.lm.per_layer import lm_per_layer_error
+
+        report.per_layer = lm_per_layer_error(candidate, reference, windows, top=top, threads=threads,
+                                              trust_remote_code=trust_remote_code)
     report.seconds = time.perf_counter() - started
     if out_dir is not None:
         from toolkit.lm.report import write_lm_report
