@@ -127,3 +127,44 @@ def test_a_model_that_is_not_a_language_model_stays_one_file(digits_cnn_onnx, tm
 
     result = quantize(digits_cnn_onnx, "dynamic-int8", tmp_path / "int8")
     assert sorted(p.name for p in result.out_dir.iterdir()) == ["manifest.json", "model.onnx"]
+
+
+def mapped_resident_kib(folder: Path) -> int:
+    """Resident KiB of this process's mappings of files inside `folder` (/proc/self/smaps)."""
+    prefix, total, inside = str(folder.resolve()) + "/", 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) >= 5 and "-" in fields[0] and ":" in fields[3]:  # a mapping's header line: range perms offset dev inode [path]
+            inside = len(fields) == 6 and fields[5].startswith(prefix)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+def test_resident_pages_of_a_mapped_weights_file_are_given_back_and_still_read_right(tmp_path):
+    # onnxruntime maps model.onnx.data where its tensors are aligned (onnx aligns those of 1 MiB and
+    # more, so the tiny test models are read, not mapped): a numpy mapping stands in for it here
+    from toolkit.lm.mapped_pages import page_out_mappings
+
+    weights = np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32)  # 4 MiB
+    weights.tofile(tmp_path / "model.onnx.data")
+    mapped = np.memmap(tmp_path / "model.onnx.data", dtype=np.float32, mode="r")
+    assert float(mapped.sum()) == pytest.approx(float(weights.sum()), rel=1e-4)  # every page touched
+    before = mapped_resident_kib(tmp_path)
+    assert before >= 3 * 1024
+    assert page_out_mappings(tmp_path) >= 4 << 20
+    assert mapped_resident_kib(tmp_path) < before / 2
+    np.testing.assert_array_equal(np.asarray(mapped), weights)  # read again from the file
+
+
+def test_decoding_after_open_session_pages_out_is_unchanged(int4):
+    from toolkit.lm.decoder import KvDecoder, open_session
+    from toolkit.lm.model import open_lm
+
+    folder = int4[1].out_dir
+    reference = open_lm(folder).decoder  # through open_session: paged out after loading
+    prompt = np.random.default_rng(1).integers(2, 1000, size=7)
+    session = open_session(folder / "model.onnx")
+    again = KvDecoder(session, context=reference.context, head_dim=reference.head_dim)
+    np.testing.assert_array_equal(again.forward(prompt), reference.forward(prompt))

@@ -13,11 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import BadInput, Unsupported
+from toolkit.lm.mapped_pages import page_out_mappings
 
 logger = logging.getLogger(__name__)
 
 PAST_PREFIX = "past_key_values."
 PRESENT_PREFIX = "present."
+GENAI_PRODUCER = "onnxruntime-genai"  # the model builder's producer_name
+LOGITS_TO_KEEP = "logits_to_keep"  # a quantized LM's optional input (toolkit.lm.onnx_last_logits)
+KEEP_LAST = np.ones(1, dtype=np.int64)
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": np.float32}
 
 
@@ -33,11 +37,20 @@ def open_session(model_path: Path, threads: int | None = None):
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    page_out_mappings(Path(model_path).parent)  # what prepacking read and onnxruntime keeps mapped
+    return session
 
 
 class KvDecoder:
-    """One sequence (batch 1) through a with-past decoder; `past_length` tokens are cached."""
+    """One sequence (batch 1) through a with-past decoder; `past_length` tokens are cached.
+
+    onnxruntime-genai's builder graphs (GroupQueryAttention) run in share-buffer mode, as onnxruntime-genai
+    runs them: one preallocated cache buffer per past input, bound through IOBinding as both the past and
+    the present, which GroupQueryAttention updates in place (the attention mask's length says how much of
+    it is filled); input ids and logits live in bound buffers too, so a step copies nothing but its logits
+    row. Other graphs (optimum's) get the grown cache back each step and feed it in as the next past.
+    """
 
     def __init__(self, session, context: int | None = None, head_dim: int | None = None):
         self.session = session
@@ -49,19 +62,32 @@ class KvDecoder:
             raise Unsupported("the ONNX model is not a decoder with a KV cache (no input_ids or past_key_values.* "
                               "inputs): export the Hugging Face folder with edgeward export DIR --to onnx")
         self.output_names = [item.name for item in session.get_outputs()]
+        self.shares_buffer = shares_cache_buffer(session)
+        # generation reads the last position only: where the graph can, it computes only that row of logits
+        self.keeps_last = LOGITS_TO_KEEP in {item.name for item in session.get_overridable_initializers()}
+        self.logits_dtype = next((ORT_TYPES.get(item.type, np.float32) for item in session.get_outputs()
+                                  if item.name == "logits"), np.float32)
+        self.cache: CacheBuffers | None = None
         self.reset()
 
     def reset(self) -> None:
-        self.past = {name: self._empty(spec) for name, spec in self.past_specs.items()}
         self.past_length = 0
+        if self.shares_buffer:  # the buffers are kept: the attention mask says how much of them is filled
+            if self.cache is None:
+                self.cache = CacheBuffers(self)
+        else:
+            self.cache = None
+            self._past = {name: self._empty(spec) for name, spec in self.past_specs.items()}
 
-    def _empty(self, spec) -> np.ndarray:
-        shape = [1 if i == 0 else (dim if isinstance(dim, int) else 0) for i, dim in enumerate(spec.shape)]
-        if len(shape) == 4 and shape[3] == 0 and self.head_dim:
-            shape[3] = self.head_dim
-        if len(shape) != 4:
-            raise Unsupported(f"unexpected KV cache input {spec.name} of shape {spec.shape}")
-        return np.zeros(shape, dtype=ORT_TYPES.get(spec.type, np.float32))
+    @property
+    def past(self) -> dict:
+        """The cached keys and values, `past_length` long (views into the buffers in share-buffer mode)."""
+        if self.cache is not None:
+            return self.cache.filled(self.past_length)
+        return self._past
+
+    def _empty(self, spec, length: int = 0) -> np.ndarray:
+        return zero_cache(spec, self.head_dim, length)
 
     def _feeds(self, ids: np.ndarray, past: dict, past_length: int) -> dict:
         total = past_length + ids.shape[1]
@@ -80,15 +106,143 @@ class KvDecoder:
         total = self.past_length + ids.shape[1]
         if self.context is not None and total > self.context:
             raise BadInput(f"{total} tokens do not fit the model's context of {self.context} tokens")
-        outputs = dict(zip(self.output_names, self.session.run(None, self._feeds(ids, self.past, self.past_length)),
-                           strict=True))
-        for name in self.past:
-            self.past[name] = outputs[PRESENT_PREFIX + name[len(PAST_PREFIX):]]
+        logits = None
+        if self.cache is not None:
+            try:
+                if self.keeps_last and not self.past_length:
+                    logits = self.cache.prefill(ids)
+                else:
+                    logits = self.cache.run(ids, self.past_length)
+            except Exception as error:  # onnxruntime's own exception types; only the first run may fall back
+                if self.past_length:
+                    raise
+                logger.warning("share-buffer KV cache refused (%s): feeding the cache back each step instead",
+                               str(error).splitlines()[0])
+                self.shares_buffer = False
+                self.reset()
+        if logits is None:
+            feeds = self._feeds(ids, self._past, self.past_length)
+            if self.keeps_last:
+                feeds[LOGITS_TO_KEEP] = KEEP_LAST
+            outputs = dict(zip(self.output_names, self.session.run(None, feeds), strict=True))
+            for name in self._past:
+                self._past[name] = outputs[PRESENT_PREFIX + name[len(PAST_PREFIX):]]
+            logits = outputs["logits"]
         self.past_length = total
-        return outputs["logits"][0, -1]
+        return logits[0, -1].copy()  # a copy: callers keep it past the next step, which reuses the buffer
 
     def all_logits(self, token_ids) -> np.ndarray:
         """The logits at every position of `token_ids` from an empty cache (seq, vocab); the cache is untouched."""
         ids = np.asarray(token_ids, dtype=np.int64).reshape(1, -1)
         empty = {name: self._empty(spec) for name, spec in self.past_specs.items()}
         return self.session.run(["logits"], self._feeds(ids, empty, 0))[0][0]
+
+
+def zero_cache(spec, head_dim: int | None, length: int = 0) -> np.ndarray:
+    """A zero cache for the past input `spec`, `length` tokens long (batch 1)."""
+    shape = [1 if i == 0 else (dim if isinstance(dim, int) else 0) for i, dim in enumerate(spec.shape)]
+    if len(shape) == 4 and shape[3] == 0 and head_dim:
+        shape[3] = head_dim
+    if len(shape) != 4:
+        raise Unsupported(f"unexpected KV cache input {spec.name} of shape {spec.shape}")
+    shape[2] = length
+    return np.zeros(shape, dtype=ORT_TYPES.get(spec.type, np.float32))
+
+
+def shares_cache_buffer(session) -> bool:
+    """True for onnxruntime-genai's builder graphs (GroupQueryAttention, which reads how much of the past
+    buffer is filled from the attention mask and may write the present into it). A graph that concatenates
+    instead fails the first share-buffer run on the present's shape, and the decoder falls back."""
+    inputs = session.get_inputs()
+    return (session.get_modelmeta().producer_name == GENAI_PRODUCER
+            and "attention_mask" in [item.name for item in inputs]
+            and all(len(item.shape) == 4 for item in inputs if item.name.startswith(PAST_PREFIX)))
+
+
+class CacheBuffers:
+    """Share-buffer mode's state: one preallocated cache per past input, bound as past and present,
+    grown (doubled, up to the context) when a step would not fit; the attention mask and the logits
+    live in buffers reused from step to step."""
+
+    MIN_CAPACITY = 256
+
+    def __init__(self, decoder: KvDecoder):
+        self.decoder = decoder
+        self.binding = decoder.session.io_binding()
+        self.capacity = 0
+        self.buffers: dict[str, np.ndarray] = {}
+        self.mask = np.ones((1, 0), dtype=np.int64)
+        self.steps: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # step length -> (ids, logits) buffers
+        self.ids = np.zeros((1, 0), dtype=np.int64)
+        self.logits = np.empty((1, 0, 0), dtype=decoder.logits_dtype)
+        self.positions = "position_ids" in decoder.input_names
+
+    def filled(self, length: int) -> dict:
+        return {name: buffer[:, :, :length] for name, buffer in self.buffers.items()}
+
+    def grow(self, needed: int, past_length: int) -> None:
+        """Room for `needed` tokens: the next power of two from MIN_CAPACITY, capped at the context."""
+        from onnxruntime import OrtValue
+
+        capacity = max(self.MIN_CAPACITY, self.capacity)
+        while capacity < needed:
+            capacity *= 2
+        if self.decoder.context is not None:
+            capacity = max(needed, min(capacity, self.decoder.context))
+        for name, spec in self.decoder.past_specs.items():
+            buffer = zero_cache(spec, self.decoder.head_dim, capacity)
+            if name in self.buffers:
+                buffer[:, :, :past_length] = self.buffers[name][:, :, :past_length]
+            self.buffers[name] = buffer
+            value = OrtValue.ortvalue_from_numpy(buffer)  # shares the numpy memory; the buffer outlives it
+            self.binding.bind_ortvalue_input(name, value)
+            self.binding.bind_ortvalue_output(PRESENT_PREFIX + name[len(PAST_PREFIX):], value)
+        self.mask = np.ones((1, capacity), dtype=np.int64)
+        self.capacity = capacity
+        logger.debug("KV cache buffers hold %d tokens", capacity)
+
+    def run(self, ids: np.ndarray, past_length: int) -> np.ndarray:
+        total = past_length + ids.shape[1]
+        if total > self.capacity:
+            self.grow(total, past_length)
+        if self.ids.shape != ids.shape:  # a new step length: the prefill, then 1 a step
+            self.bind_step(ids.shape[1])
+        self.ids[...] = ids
+        self.binding.bind_input("attention_mask", "cpu", 0, np.int64, [1, total], self.mask.ctypes.data)
+        if self.positions:
+            self.binding.bind_cpu_input("position_ids", np.arange(past_length, total, dtype=np.int64).reshape(1, -1))
+        self.decoder.session.run_with_iobinding(self.binding)
+        return self.logits
+
+    def prefill(self, ids: np.ndarray) -> np.ndarray:
+        """The prompt from an empty cache with the last position's logits only: IOBinding cannot feed
+        `logits_to_keep` (an initializer-backed input), so this step runs unbound and its present is
+        copied into the buffers."""
+        decoder, total = self.decoder, ids.shape[1]
+        empty = {name: zero_cache(spec, decoder.head_dim) for name, spec in decoder.past_specs.items()}
+        feeds = {**decoder._feeds(ids, empty, 0), LOGITS_TO_KEEP: KEEP_LAST}
+        outputs = dict(zip(decoder.output_names, decoder.session.run(None, feeds), strict=True))
+        if total > self.capacity:
+            self.grow(total, 0)
+        for name, buffer in self.buffers.items():
+            buffer[:, :, :total] = outputs[PRESENT_PREFIX + name[len(PAST_PREFIX):]]
+        return outputs["logits"]
+
+    def bind_step(self, length: int) -> None:
+        """Input ids and logits buffers for steps of `length` tokens, bound and refilled in place; the
+        prompt's and the single step's are kept, so a reset and a new prompt of the same length reuse them."""
+        if length not in self.steps:
+            if len(self.steps) >= 2:
+                self.steps.pop(next(key for key in self.steps if key != 1))
+            self.steps[length] = (np.zeros((1, length), dtype=np.int64),
+                                  np.empty((1, length, self.vocab()), dtype=self.decoder.logits_dtype))
+        self.ids, self.logits = self.steps[length]
+        self.binding.bind_input("input_ids", "cpu", 0, np.int64, [1, length], self.ids.ctypes.data)
+        self.binding.bind_output("logits", "cpu", 0, self.logits.dtype, list(self.logits.shape),
+                                 self.logits.ctypes.data)
+
+    def vocab(self) -> int:
+        spec = next(item for item in self.decoder.session.get_outputs() if item.name == "logits")
+        if isinstance(spec.shape[2], int):
+            return spec.shape[2]
+        raise Unsupported(f"the logits output's vocabulary axis is symbolic ({spec.shape}): cannot preallocate it")
