@@ -195,9 +195,9 @@ def test_bad_and_unsupported_inputs(qwen2, run_cli, tmp_path):
     unsupported = run_cli("export", mamba, "--to", "onnx", "-o", tmp_path / "mamba-onnx")
     assert unsupported.exit_code == 3 and "MambaForCausalLM" in unsupported.stderr
     assert json.loads((result.out_dir / "manifest.json").read_text())["lm"]["kv_heads"] in (2, 4)
-    source, _ = qwen2
-    to_tflite = run_cli("export", source, "--to", "tflite", "-o", tmp_path / "lm-tflite")
-    assert to_tflite.exit_code == 3 and "Qwen2ForCausalLM" in to_tflite.stderr and "--to onnx" in to_tflite.stderr
+    # a decoder litert-torch's layers do not cover is refused naming it (tests/test_lm_litert.py exports the rest)
+    to_tflite = run_cli("export", mamba, "--to", "tflite", "-o", tmp_path / "lm-tflite")
+    assert to_tflite.exit_code == 3 and "MambaForCausalLM" in to_tflite.stderr
     assert not (tmp_path / "lm-tflite").exists()
 
 

@@ -14,6 +14,7 @@ Examples:
   edgeward export ./bert-folder --to onnx                  # a Hugging Face folder, through optimum
   edgeward export mypkg.models:make_net --weights net.safetensors --input-shape x=1x3x32x32 --to tflite
   edgeward export program.pt2 --to onnx --dynamic-batch
+  edgeward export ./qwen2-folder --to tflite --cache-length 256   # LM: KV cache of prompt + new tokens
 
 \b
 SOURCE: builtin:digits-cnn | builtin:digits-mlp, a .onnx/.tflite/.pt2 file, a TorchScript
@@ -39,8 +40,11 @@ in manifest.json (a float export above 1e-4 warns).
 @click.option("--trust-remote-code", is_flag=True, help="Let a Hugging Face folder run its own .py files.")
 @click.option("--trust-pickle", is_flag=True, help="Load a pickled .pt model (unpickling runs code: only files you trust).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--cache-length", type=int, metavar="N",
+              help="tflite language model: KV cache positions (default: its context, at most 1024); "
+                   "set it to prompt + new tokens: each decode step works over the whole cache.")
 def command(source, to, out_dir, opset, dynamic_batch, input_shapes, data, weights, trust_torchscript,
-            trust_remote_code, trust_pickle, force):
+            trust_remote_code, trust_pickle, force, cache_length):
     """Export a model to ONNX or TFLite, checked against its source."""
     from toolkit.console import emit
     from toolkit.export import export, relative_text
@@ -50,6 +54,7 @@ def command(source, to, out_dir, opset, dynamic_batch, input_shapes, data, weigh
         source, to, out_dir, opset=opset, dynamic_batch=dynamic_batch, force=force, data=data,
         input_shapes=parse_input_shapes(input_shapes), weights=weights,
         trust_torchscript=trust_torchscript, trust_remote_code=trust_remote_code, trust_pickle=trust_pickle,
+        cache_length=cache_length,
     )
     error = result.manifest.get("export_error", {})
     payload = {

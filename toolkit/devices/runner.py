@@ -22,7 +22,8 @@ Usage:
   python runner.py bench   --model M [--inputs in.npz] [--runs N] [--warmup N] [--threads N]
   python runner.py predict --model M --inputs in.npz --outputs out.npz [--threads N] [--all-tensors]
   python runner.py lm      --model M [--prompt-tokens N] [--new-tokens N] [--runs N] [--warmup N]
-                           [--vocab-size V] [--context C] [--head-dim H]   (a with-past decoder: TTFT, tokens/s)
+                           [--vocab-size V] [--context C] [--head-dim H]   (a with-past decoder: TTFT, tokens/s;
+                           an ONNX decoder or a LiteRT model with prefill_N and decode signatures)
   python runner.py probe   (what this device has: OS, CPU, Python, runtimes, RAM, disk, thermals)
 """
 
@@ -789,6 +790,7 @@ def command_predict(args) -> None:
 
 LM_PAST_PREFIX = "past_key_values."
 LM_PRESENT_PREFIX = "present."
+LM_LOGITS_TO_KEEP = "logits_to_keep"
 
 
 class LmDecoder:
@@ -804,6 +806,10 @@ class LmDecoder:
         self.output_names = [item.name for item in session.get_outputs()]
         self.types = {"tensor(float)": numpy.float32, "tensor(float16)": numpy.float16,
                       "tensor(bfloat16)": numpy.float32}
+        # A quantized LM's optional input (toolkit/lm/onnx_last_logits.py): [1] computes the last position's
+        # logits only, where the loop reads no other; onnxruntime lists it as an overridable initializer.
+        overridable = [item.name for item in session.get_overridable_initializers()]
+        self.keep = {LM_LOGITS_TO_KEEP: numpy.ones(1, numpy.int64)} if LM_LOGITS_TO_KEEP in overridable else {}
         self.reset()
 
     def reset(self) -> None:
@@ -823,7 +829,7 @@ class LmDecoder:
         np = self.np
         ids = np.asarray(token_ids, dtype=np.int64).reshape(1, -1)
         total = self.past_length + ids.shape[1]
-        feeds = {"input_ids": ids, **self.past}
+        feeds = {"input_ids": ids, **self.past, **self.keep}
         if "attention_mask" in self.input_names:
             feeds["attention_mask"] = np.ones((1, total), dtype=np.int64)
         if "position_ids" in self.input_names:
@@ -835,6 +841,107 @@ class LmDecoder:
         return outputs["logits"][0, -1]
 
 
+# A LiteRT language model, the same loop as toolkit/lm/litert_decoder.py (this file cannot import it): signatures
+# prefill_N (N tokens, padded) and decode (one token) take tokens, input_pos and the whole KV cache
+# (kv_cache_k_i / kv_cache_v_i, one slot per position) and return logits and the updated cache.
+
+LITERT_DECODE = "decode"
+LITERT_PREFILL_PREFIX = "prefill_"
+LITERT_CACHE_PREFIX = "kv_cache_"
+
+
+class LiteRtLmDecoder:
+    """One sequence through a LiteRT model's prefill and decode signatures; `past_length` tokens cached."""
+
+    def __init__(self, interpreter, numpy):
+        self.np = numpy
+        signatures = interpreter.get_signature_list()
+        self.prefill_lengths = sorted(int(name[len(LITERT_PREFILL_PREFIX):]) for name in signatures
+                                      if name.startswith(LITERT_PREFILL_PREFIX)
+                                      and name[len(LITERT_PREFILL_PREFIX):].isdigit())
+        if LITERT_DECODE not in signatures or not self.prefill_lengths:
+            raise RunnerError("unsupported", "the TFLite model has no prefill_N and decode signatures: not a "
+                                             "language model with a KV cache")
+        self.decode_runner = interpreter.get_signature_runner(LITERT_DECODE)
+        self.prefill_runners = {n: interpreter.get_signature_runner(f"{LITERT_PREFILL_PREFIX}{n}")
+                                for n in self.prefill_lengths}
+        details = self.decode_runner.get_input_details()
+        self.cache_specs = {name: (tuple(int(x) for x in item["shape"]), item["dtype"])
+                            for name, item in details.items() if name.startswith(LITERT_CACHE_PREFIX)}
+        if not self.cache_specs or "tokens" not in details or "input_pos" not in details:
+            raise RunnerError("unsupported", "the TFLite model's decode signature takes no tokens, input_pos "
+                                             "and kv_cache_* inputs")
+        self.token_dtype = details["tokens"]["dtype"]
+        self.position_dtype = details["input_pos"]["dtype"]
+        self.context = next(iter(self.cache_specs.values()))[0][1]  # (batch, positions, kv heads, head size)
+        self.reset()
+
+    @property
+    def past(self) -> dict:
+        return self.cache
+
+    def reset(self) -> None:
+        self.cache = {name: self.np.zeros(shape, dtype) for name, (shape, dtype) in self.cache_specs.items()}
+        self.past_length = 0
+
+    def run(self, runner, ids, start: int):
+        np = self.np
+        outputs = runner(tokens=ids.reshape(1, -1).astype(self.token_dtype),
+                         input_pos=np.arange(start, start + ids.size, dtype=self.position_dtype), **self.cache)
+        self.cache = {name: outputs[name] for name in self.cache_specs}
+        return outputs["logits"][0]
+
+    def forward(self, token_ids):
+        """Feed new tokens after the cached ones; returns the logits of the last one (vocab,). Whole prefill
+        windows where one fits before the cache's end (the shortest that holds the rest, else the longest),
+        then single decode steps."""
+        np = self.np
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        total = self.past_length + ids.size
+        if total > self.context:
+            raise RunnerError("bad_input", f"{total} tokens do not fit the model's KV cache of {self.context} "
+                                           "positions", EXIT_BAD_INPUT)
+        logits, done = None, 0
+        while done < ids.size:
+            left, position = ids.size - done, self.past_length + done
+            fitting = [n for n in self.prefill_lengths if position + n <= self.context]
+            if left == 1 or not fitting:
+                logits = self.run(self.decode_runner, ids[done:done + 1], position)[-1]
+                done += 1
+                continue
+            length = next((n for n in fitting if n >= left), fitting[-1])
+            count = min(left, length)
+            window = np.zeros(length, dtype=np.int64)
+            window[:count] = ids[done:done + count]
+            logits = self.run(self.prefill_runners[length], window, position)[count - 1]
+            done += count
+        self.past_length = total
+        return logits
+
+
+def page_out_mappings(folder: str) -> None:
+    """madvise(MADV_PAGEOUT) this process's mappings of the model folder's files, as the host's
+    toolkit/lm/mapped_pages.py does after loading: onnxruntime keeps MatMulNBits' scales mapped
+    after prepacking them. Reclaiming never loses data; Linux 5.4+ only, else nothing happens."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as handle:
+            maps = handle.read()
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    prefix = os.path.realpath(folder) + "/"
+    for line in maps.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith(prefix):
+            start, end = (int(value, 16) for value in fields[0].split("-"))
+            libc.madvise(start, end - start, 21)  # MADV_PAGEOUT
+
+
 def command_lm(args) -> None:
     """Time to first token and decode tokens/s of a with-past decoder: the measurement of
     toolkit/lm/bench.py `measure` (seeded random prompt, greedy, no end-of-sequence stop)."""
@@ -844,7 +951,11 @@ def command_lm(args) -> None:
         raise RunnerError("bad_input", f"{args.prompt_tokens} prompt + {args.new_tokens} new tokens do not fit "
                                        f"the model's context of {args.context} tokens", EXIT_BAD_INPUT)
     model, np = open_model(args.model, args.threads)
-    decoder = LmDecoder(model.session, np, args.head_dim)
+    if model.format == "tflite":
+        decoder = LiteRtLmDecoder(model.interpreter, np)
+    else:
+        decoder = LmDecoder(model.session, np, args.head_dim)
+        page_out_mappings(os.path.dirname(os.path.abspath(args.model)))
     say("loaded", runtime=model.runtime, delegate=model.delegate, threads=model.threads,
         load_ms=round(model.load_ms, 3))
     prompt = np.random.default_rng(0).integers(0, args.vocab_size, size=args.prompt_tokens, dtype=np.int64)
@@ -867,13 +978,74 @@ def command_lm(args) -> None:
     rates = sorted(rate for rate in decode if rate is not None)
     rate = percentile(rates, 50) if rates else None
     memory = memory_figures(model)
-    say("result", mode="lm", model_format="onnx", runtime=model.runtime, delegate=model.delegate,
+    say("result", mode="lm", model_format=model.format, runtime=model.runtime, delegate=model.delegate,
         threads=args.threads, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, runs=args.runs,
         warmup=args.warmup, ttft_ms_p50=round(percentile(sorted(ttft), 50), 3), ttft_ms_min=round(min(ttft), 3),
         decode_tokens_per_s=round(rate, 2) if rate else None,
         decode_ms_per_token=round(1000 / rate, 3) if rate else None,
         kv_cache_bytes=int(sum(value.nbytes for value in decoder.past.values())), tokens=tokens, **memory,
         load_ms=round(model.load_ms, 3), python=platform.python_version(), machine=platform.machine())
+
+
+SEQ2SEQ_KEYS = ("seq2seq_prompt", "seq2seq_suppress", "seq2seq_begin_suppress", "seq2seq_eos")
+
+
+def command_seq2seq(args) -> None:
+    """An encoder-decoder exported by toolkit/speech (encoder_model.onnx given as --model, the two decoders beside
+    it): the encoder once, the first decoder step over the prompt, then one cached step per token, greedy, as
+    toolkit/speech/transcribe.py decodes. --inputs: an .npz of the encoder's inputs plus SEQ2SEQ_KEYS."""
+    encoder, np = open_model(args.model, args.threads)
+    folder = os.path.dirname(os.path.abspath(args.model))
+    decoder = open_model(os.path.join(folder, "decoder_model.onnx"), args.threads)[0].session
+    with_past = open_model(os.path.join(folder, "decoder_with_past_model.onnx"), args.threads)[0].session
+    with np.load(args.inputs, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    prompt, suppress, begin, eos = (arrays.pop(key).astype(np.int64) for key in SEQ2SEQ_KEYS)
+    mask = arrays.get("attention_mask")
+    past_names = [item.name for item in with_past.get_inputs() if item.name.startswith(LM_PAST_PREFIX)]
+
+    def step(session, feeds):
+        if mask is not None and any(item.name == "encoder_attention_mask" for item in session.get_inputs()):
+            feeds["encoder_attention_mask"] = mask
+        return dict(zip([item.name for item in session.get_outputs()], session.run(None, feeds), strict=True))
+
+    def greedy():
+        start = time.perf_counter()
+        hidden = encoder.session.run(None, arrays)[0]
+        encoded = time.perf_counter()
+        outputs = step(decoder, {"input_ids": prompt.reshape(1, -1), "encoder_hidden_states": hidden})
+        cache = {name: outputs[LM_PRESENT_PREFIX + name[len(LM_PAST_PREFIX):]] for name in past_names}
+        logits, tokens = outputs["logits"][0, -1], []
+        for index in range(args.new_tokens):
+            logits = logits.astype(np.float32, copy=True)
+            logits[suppress] = -np.inf
+            if index == 0:
+                logits[begin] = -np.inf
+            token = int(np.argmax(logits))
+            if token in eos.tolist():
+                break
+            tokens.append(token)
+            if index < args.new_tokens - 1:
+                outputs = step(with_past, {"input_ids": np.asarray([[token]], dtype=np.int64), **cache})
+                cache.update({name: outputs[LM_PRESENT_PREFIX + name[len(LM_PAST_PREFIX):]] for name in past_names
+                              if LM_PRESENT_PREFIX + name[len(LM_PAST_PREFIX):] in outputs})
+                logits = outputs["logits"][0, -1]
+        return tokens, (encoded - start) * 1000, (time.perf_counter() - start) * 1000
+
+    say("loaded", runtime=encoder.runtime, delegate=encoder.delegate, threads=encoder.threads,
+        load_ms=round(encoder.load_ms, 3))
+    encoder_ms, total_ms, tokens = [], [], []
+    for run in range(args.warmup + args.runs):
+        tokens, encoded_ms, done_ms = greedy()
+        if run >= args.warmup:
+            encoder_ms.append(encoded_ms)
+            total_ms.append(done_ms)
+            say("timings", ms=[round(done_ms, 5)])
+    say("result", mode="seq2seq", model_format="onnx", runtime=encoder.runtime, delegate=encoder.delegate,
+        threads=args.threads, runs=args.runs, warmup=args.warmup, tokens=tokens,
+        encoder_ms_p50=round(percentile(sorted(encoder_ms), 50), 3),
+        processing_ms_p50=round(percentile(sorted(total_ms), 50), 3), processing_ms_min=round(min(total_ms), 3),
+        **memory_figures(encoder), python=platform.python_version(), machine=platform.machine())
 
 
 def command_probe(args) -> None:
@@ -932,7 +1104,7 @@ def _temperature() -> float | None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Edgeward device runner")
-    parser.add_argument("command", choices=("bench", "predict", "probe", "lm"))
+    parser.add_argument("command", choices=("bench", "predict", "probe", "lm", "seq2seq"))
     parser.add_argument("--model")
     parser.add_argument("--inputs")
     parser.add_argument("--outputs")
@@ -942,7 +1114,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir")
     parser.add_argument("--all-tensors", action="store_true", help="predict: also return every op's output (TFLite)")
     parser.add_argument("--prompt-tokens", type=int, default=32, help="lm: prompt length (time to first token)")
-    parser.add_argument("--new-tokens", type=int, default=32, help="lm: tokens decoded per run")
+    parser.add_argument("--new-tokens", type=int, default=32, help="lm: tokens decoded per run; seq2seq: at most")
     parser.add_argument("--context", type=int, default=None, help="lm: the model's context length")
     parser.add_argument("--vocab-size", type=int, default=2, help="lm: token ids of the random prompt are below it")
     parser.add_argument("--head-dim", type=int, default=None, help="lm: head size for a symbolic cache axis")
@@ -951,7 +1123,7 @@ def main(argv=None) -> int:
         if args.command != "probe" and not args.model:
             raise RunnerError("bad_input", "--model is required", EXIT_BAD_INPUT)
         {"bench": command_bench, "predict": command_predict, "probe": command_probe,
-         "lm": command_lm}[args.command](args)
+         "lm": command_lm, "seq2seq": command_seq2seq}[args.command](args)
     except RunnerError as error:
         say("error", kind=error.kind, message=str(error))
         return error.code

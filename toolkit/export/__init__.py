@@ -45,8 +45,10 @@ def default_out_dir(source, to: str) -> Path:
 
 
 def export(spec_or_source, to: str, out_dir=None, *, opset: int = 18, dynamic_batch: bool = False,
-           force: bool = False, data=None, input_shapes: dict | None = None, **source_options) -> ExportResult:
-    """Convert a source (spec or `Source`) to `to` in `out_dir`; nothing is written unless it all works."""
+           force: bool = False, data=None, input_shapes: dict | None = None, cache_length: int | None = None,
+           **source_options) -> ExportResult:
+    """Convert a source (spec or `Source`) to `to` in `out_dir`; nothing is written unless it all works.
+    `cache_length`: KV cache positions of a language model exported to tflite (only there)."""
     from toolkit.artifacts import check_writable, new_manifest, staged_folder, write_manifest
     from toolkit.sources import Source, load_source
 
@@ -57,12 +59,17 @@ def export(spec_or_source, to: str, out_dir=None, *, opset: int = 18, dynamic_ba
     target = None if out_dir is None else Path(out_dir)
     if target is not None:
         check_writable(target, force)  # before any expensive work
+    if cache_length is not None and not _is_causal_lm_to_tflite(spec_or_source, to):
+        raise BadInput("--cache-length applies to a Hugging Face language model exported --to tflite")
     if not isinstance(spec_or_source, Source) and not input_shapes and data is None:
         speech = _export_speech(spec_or_source, target, to, opset=opset, force=force, **source_options)
         if speech is not None:
             return speech
-    if to == "tflite" and not isinstance(spec_or_source, Source):
-        _refuse_causal_lm_to_tflite(spec_or_source)
+    if to == "tflite" and not isinstance(spec_or_source, Source) and not input_shapes and data is None:
+        lm = _export_causal_lm_tflite(spec_or_source, target, force=force, cache_length=cache_length,
+                                      **source_options)
+        if lm is not None:
+            return lm
     if to == "onnx" and not isinstance(spec_or_source, Source) and not input_shapes and data is None:
         lm = _export_causal_lm(spec_or_source, target, opset=opset, force=force, **source_options)
         if lm is not None:
@@ -125,16 +132,29 @@ def _export_causal_lm(spec, target, *, opset: int, force: bool, trust_remote_cod
     return ExportResult(done.out_dir, done.model_path, done.max_abs_error, done.manifest)
 
 
-def _refuse_causal_lm_to_tflite(spec) -> None:
-    """A decoder to TFLite needs litert-torch's generative path (prefill and decode signatures over an
-    external KV cache), which Edgeward does not drive yet; tracing it as a plain model would drop the cache."""
-    from toolkit.lm.folder import is_causal_lm, read_config
+def _is_causal_lm_to_tflite(spec, to: str) -> bool:
+    from toolkit.lm.folder import is_causal_lm
+    from toolkit.sources import Source
+
+    return to == "tflite" and not isinstance(spec, Source) and is_causal_lm(Path(str(spec)))
+
+
+def _export_causal_lm_tflite(spec, target, *, force: bool, trust_remote_code: bool = False,
+                             cache_length: int | None = None, **_) -> ExportResult | None:
+    """A decoder-only HF folder goes to litert-torch's generative path (prefill and decode signatures over
+    an external KV cache; toolkit.lm.litert_export); None for anything else. An architecture it cannot
+    convert is Unsupported, naming it: tracing it as a plain model would drop the cache."""
+    from toolkit.lm.folder import is_causal_lm
 
     folder = Path(str(spec))
-    if is_causal_lm(folder):
-        architecture = (read_config(folder).get("architectures") or ["?"])[0]
-        raise Unsupported(f"{architecture}: exporting a language model to TFLite (prefill and decode signatures "
-                          "with a KV cache) is not supported yet; use --to onnx")
+    if not is_causal_lm(folder):
+        return None
+    from toolkit.lm.litert_export import export_lm_tflite
+
+    target = target if target is not None else Path("exported") / f"{folder.name}-tflite"
+    done = export_lm_tflite(folder, target, force=force, trust_remote_code=trust_remote_code,
+                            cache_length=cache_length)
+    return ExportResult(done.out_dir, done.model_path, done.max_abs_error, done.manifest)
 
 
 def _export_speech(spec, target, to: str, *, opset: int, force: bool, trust_remote_code: bool = False,

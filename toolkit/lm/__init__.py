@@ -9,4 +9,6 @@ An LM artifact folder holds `model.onnx` (optimum's text-generation-with-past gr
 input_ids, attention_mask, position_ids where the family uses them, past_key_values.N.key/value
 in; logits and present.N.key/value out), the Hugging Face `config.json`, the tokenizer files
 and `manifest.json` (with an `lm` record: layers, KV heads, head size, context length).
+An LM exported with `--to tflite` holds `model.tflite` instead: litert-torch's `prefill_N` and
+`decode` signatures over an external KV cache (`litert_export`, `litert_decoder`), run the same way.
 """

@@ -27,7 +27,7 @@ TIMEOUT_S = 1800
 def bench_lm(model, *, prompt_tokens: int = 32, new_tokens: int = 32, runs: int = 3, warmup: int = 1,
              threads: int | None = None, device: str = "localhost", estimate: bool = False,
              profiles_dir=None) -> dict:
-    """Measure `model` (an exported LM folder or its model.onnx) on this host or a device, or with
+    """Measure `model` (an exported LM folder, its model.onnx or model.tflite) on this host or a device, or with
     `estimate` estimate it from the device's profile; returns a JSON-ready record."""
     from toolkit.lm.folder import context_length, head_dim, read_config
     from toolkit.lm.model import model_file
@@ -37,12 +37,17 @@ def bench_lm(model, *, prompt_tokens: int = 32, new_tokens: int = 32, runs: int 
     if prompt_tokens < 1 or new_tokens < 1:
         raise BadInput("--prompt-tokens and --new-tokens must be at least 1")
     context = context_length(config)
+    if onnx_path.suffix.lower() == ".tflite":  # LiteRT's KV cache holds fewer positions than the model's context
+        from toolkit.lm.litert_decoder import cache_length
+
+        context = cache_length(onnx_path)
     if context is not None and prompt_tokens + new_tokens > context:
         raise BadInput(f"{prompt_tokens} prompt + {new_tokens} new tokens do not fit the model's context "
                        f"of {context} tokens")
-    files = model_files(folder, onnx_path)
-    record = {"model": {"path": str(onnx_path), "format": "onnx", "size_bytes": sum(p.stat().st_size for p in files),
-                        "kind": "language-model"}}
+    litert = onnx_path.suffix.lower() == ".tflite"
+    files = [onnx_path] if litert else model_files(folder, onnx_path)  # a .tflite holds its weights
+    record = {"model": {"path": str(onnx_path), "format": "tflite" if litert else "onnx",
+                        "size_bytes": sum(p.stat().st_size for p in files), "kind": "language-model"}}
     if estimate:
         from toolkit.bench import device_record
         from toolkit.devices import get_profile
@@ -115,8 +120,13 @@ def measure(request: dict) -> dict:
     """Runs in the child: warm-up, then `runs` × (prefill + decode), timed with perf_counter."""
     from toolkit.lm.decoder import KvDecoder, open_session
 
-    decoder = KvDecoder(open_session(Path(request["model"]), request["threads"]), context=request["context"],
-                        head_dim=request.get("head_dim"))
+    if request["model"].endswith(".tflite"):
+        from toolkit.lm.litert_decoder import LiteRtDecoder, open_interpreter
+
+        decoder = LiteRtDecoder(open_interpreter(Path(request["model"]), request["threads"]))
+    else:
+        decoder = KvDecoder(open_session(Path(request["model"]), request["threads"]), context=request["context"],
+                            head_dim=request.get("head_dim"))
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, request["vocab_size"], size=request["prompt_tokens"], dtype=np.int64)
     ttft, decode, tokens = [], [], []
@@ -176,7 +186,9 @@ def human_summary(record: dict) -> str:
             f"ms/token: {human_bytes(lm['decode_bytes_per_token'])} read per token at "
             f"{lm['memory_bandwidth_gbps']:g} GB/s)",
             f"memory               weights {human_bytes(lm['weight_bytes'])} + KV cache "
-            f"{human_bytes(lm['kv_cache_bytes'])} for {lm['prompt_tokens'] + lm['new_tokens']} tokens",
+            f"{human_bytes(lm['kv_cache_bytes'])} " + (
+                f"(LiteRT's fixed cache of {lm['cache_positions']} positions)" if lm.get("cache_positions")
+                else f"for {lm['prompt_tokens'] + lm['new_tokens']} tokens"),
         ])
     emulated = record.get("timing") == "emulated"
     how = "EMULATED: timings are QEMU's, not the device's" if emulated else "measured"

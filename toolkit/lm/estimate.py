@@ -30,6 +30,9 @@ class LmFigures:
     parameters: int  # weights counted as numbers (an int4 MatMulNBits weight counts K × N)
     kv_bytes_per_token: int  # all layers' key + value for one cached token
     compute_precision: str  # what the matrix products run in: fp32, fp16 or int8
+    # A LiteRT model's cache has a fixed number of positions, and every decode step attends over all of
+    # them (the mask hides the empty ones), so each step reads the whole cache; None: the cache grows.
+    cache_positions: int | None = None
 
 
 def graph_figures(onnx_path: Path, head_dim: int | None) -> LmFigures:
@@ -75,6 +78,106 @@ def graph_figures(onnx_path: Path, head_dim: int | None) -> LmFigures:
     return LmFigures(weight_bytes, parameters, kv_bytes, precision)
 
 
+# TFLite tensor types (schema TensorType) -> bits a value; weights are stored in these
+TFLITE_BITS = {0: 32, 1: 16, 2: 32, 3: 8, 4: 64, 6: 8, 7: 16, 9: 8, 10: 64, 17: 4, 18: 16, 20: 4}
+TFLITE_WEIGHT_TYPES = (0, 1, 3, 9, 17, 18, 20)  # FLOAT32, FLOAT16, UINT8, INT8, INT4, BFLOAT16, UINT4
+TFLITE_INTEGER_WEIGHTS = (3, 9, 17, 20)
+BLOCKWISE_DETAILS = 2  # schema QuantizationDetails.BlockwiseQuantization
+LITERT_CACHE_PREFIX = "kv_cache_"
+LITERT_DECODE = "decode"
+
+
+def tflite_figures(tflite_path: Path) -> LmFigures:
+    """The same figures from a LiteRT LM's flatbuffer, read in place (no buffer copied).
+
+    Weights: every constant buffer once (the prefill and decode signatures share them), as stored.
+    Parameters: the values of float and integer constants, less a block-wise int4 weight's scales and zero
+    points. The matrix products run in int8 where a FULLY_CONNECTED takes integer weights directly
+    (dynamic-range quantization: XNNPACK quantizes the activations at run time), else in fp32 (fp16 weights
+    are dequantized first). The KV cache: the decode signature's kv_cache_* inputs (batch, positions, kv
+    heads, head size)."""
+    import mmap
+
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+
+    from toolkit.safety.tflite import check_tflite_file
+
+    check_tflite_file(tflite_path)
+    with open(tflite_path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        model = schema.Model.GetRootAs(data, 0)
+        fully_connected = {i for i in range(model.OperatorCodesLength())
+                           if max(model.OperatorCodes(i).BuiltinCode(),
+                                  model.OperatorCodes(i).DeprecatedBuiltinCode())
+                           == schema.BuiltinOperator.FULLY_CONNECTED}
+        constants: dict[int, tuple[int, int]] = {}  # buffer -> (bytes as stored, values)
+        auxiliary: set[int] = set()  # buffers of block-wise scales and zero points
+        precision = "fp32"
+        for s_index in range(model.SubgraphsLength()):
+            subgraph = model.Subgraphs(s_index)
+            for t_index in range(subgraph.TensorsLength()):
+                tensor = subgraph.Tensors(t_index)
+                buffer_index = tensor.Buffer()
+                stored = buffer_bytes(model, buffer_index)
+                if not stored or buffer_index in constants:
+                    continue
+                values = int(np.prod(tensor.ShapeAsNumpy())) if tensor.ShapeLength() else 1
+                counted = values if tensor.Type() in TFLITE_WEIGHT_TYPES else 0
+                constants[buffer_index] = (stored, counted)
+                quantization = tensor.Quantization()
+                if quantization is not None and quantization.DetailsType() == BLOCKWISE_DETAILS:
+                    details = schema.BlockwiseQuantization()
+                    table = quantization.Details()
+                    details.Init(table.Bytes, table.Pos)
+                    for aux in (details.Scales(), details.ZeroPoints()):
+                        if aux >= 0:
+                            auxiliary.add(subgraph.Tensors(aux).Buffer())
+            for o_index in range(subgraph.OperatorsLength()):
+                operator = subgraph.Operators(o_index)
+                if operator.OpcodeIndex() not in fully_connected or operator.InputsLength() < 2:
+                    continue
+                weight = subgraph.Tensors(operator.Inputs(1))
+                if weight.Type() in TFLITE_INTEGER_WEIGHTS and buffer_bytes(model, weight.Buffer()):
+                    precision = "int8"
+        kv_bytes, positions = litert_cache(model, schema)
+    weight_bytes = sum(stored for stored, _ in constants.values())
+    parameters = sum(values for buffer, (_, values) in constants.items() if buffer not in auxiliary)
+    return LmFigures(weight_bytes, parameters, kv_bytes, precision, cache_positions=positions)
+
+
+def buffer_bytes(model, index: int) -> int:
+    """Bytes stored in buffer `index`: inline data, or a region past the flatbuffer (models over 2 GB)."""
+    if index <= 0 or index >= model.BuffersLength():
+        return 0
+    buffer = model.Buffers(index)
+    return int(buffer.DataLength() or (buffer.Size() if buffer.Offset() > 1 else 0))
+
+
+def litert_cache(model, schema) -> tuple[int, int]:
+    """(KV bytes per cached token, cache positions) from the decode signature's kv_cache_* inputs."""
+    import numpy as np
+
+    for d_index in range(model.SignatureDefsLength()):
+        signature = model.SignatureDefs(d_index)
+        if (signature.SignatureKey() or b"").decode() != LITERT_DECODE:
+            continue
+        subgraph = model.Subgraphs(signature.SubgraphIndex())
+        per_token, positions = 0, None
+        for i_index in range(signature.InputsLength()):
+            entry = signature.Inputs(i_index)
+            if not (entry.Name() or b"").decode().startswith(LITERT_CACHE_PREFIX):
+                continue
+            tensor = subgraph.Tensors(entry.TensorIndex())
+            shape = [int(x) for x in tensor.ShapeAsNumpy()]
+            if len(shape) != 4 or tensor.Type() not in TFLITE_BITS:
+                raise BadInput(f"unexpected LiteRT KV cache input {entry.Name().decode()} of shape {shape}")
+            positions = shape[1]
+            per_token += int(np.prod(shape)) // shape[1] * TFLITE_BITS[tensor.Type()] // 8
+        if positions:
+            return per_token, positions
+    raise BadInput("the TFLite model has no decode signature with kv_cache_* inputs: not a LiteRT language model")
+
+
 def significant(value: float) -> float:
     """Six significant figures: a tiny model's step takes microseconds, a large one's seconds."""
     return float(f"{value:.6g}")
@@ -90,14 +193,15 @@ def estimate_decode(figures: LmFigures, *, prompt_tokens: int, new_tokens: int, 
     prefill_flops = 2 * figures.parameters * prompt_tokens
     compute_ms = prefill_flops / (peak_gops * 1e9) * 1000
     weights_ms = figures.weight_bytes / bandwidth * 1000
-    mean_context = prompt_tokens + new_tokens / 2
+    mean_context = figures.cache_positions or prompt_tokens + new_tokens / 2
     step_bytes = figures.weight_bytes + figures.kv_bytes_per_token * mean_context
+    held = figures.cache_positions or prompt_tokens + new_tokens
     decode_ms = step_bytes / bandwidth * 1000
     return {"ttft_ms": significant(max(compute_ms, weights_ms)), "prefill_flops": prefill_flops,
             "prefill_bound": "compute" if compute_ms >= weights_ms else "memory",
             "decode_ms_per_token": significant(decode_ms), "decode_tokens_per_s": significant(1000 / decode_ms),
             "decode_bytes_per_token": int(step_bytes), "mean_context_tokens": mean_context,
-            "kv_cache_bytes": figures.kv_bytes_per_token * (prompt_tokens + new_tokens)}
+            "kv_cache_bytes": int(figures.kv_bytes_per_token * held)}
 
 
 PEAK_ORDER = {"int8": ("int8", "fp16", "fp32"), "fp16": ("fp16", "fp32"), "fp32": ("fp32",)}
@@ -116,7 +220,10 @@ def peak_for(accelerator: dict, precision: str) -> tuple[float | None, str]:
 def estimate_lm(onnx_path: Path, config_head_dim: int | None, profile, *, prompt_tokens: int,
                 new_tokens: int) -> dict:
     """The estimate record of an exported LM on a device profile (`language_model` of the bench record)."""
-    figures = graph_figures(onnx_path, config_head_dim)
+    if Path(onnx_path).suffix.lower() == ".tflite":
+        figures = tflite_figures(Path(onnx_path))
+    else:
+        figures = graph_figures(onnx_path, config_head_dim)
     bandwidth = profile.figure("memory_bandwidth_gbps")
     cpu = next((a for a in profile.accelerators() if a.get("type") == "cpu"), None)
     if cpu is None or bandwidth is None:
@@ -132,5 +239,6 @@ def estimate_lm(onnx_path: Path, config_head_dim: int | None, profile, *, prompt
             "memory_bandwidth_basis": bandwidth.get("source") or f"estimate: {bandwidth.get('estimate')}",
             "peak_gops": peak, "peak_precision": used,
             "peak_basis": peak_figure.get("source") or f"estimate: {peak_figure.get('estimate')}",
-            "why": ("decode: every weight byte and the KV cache read per token at the profile's memory bandwidth; "
-                    "prefill: 2 x parameters x prompt tokens FLOPs at the CPU's peak; lower bounds on time")}
+            "why": ("decode: every weight byte and the KV cache read per token at the profile's memory bandwidth"
+                    + (" (LiteRT: the whole fixed-size cache every step)" if figures.cache_positions else "")
+                    + "; prefill: 2 x parameters x prompt tokens FLOPs at the CPU's peak; lower bounds on time")}

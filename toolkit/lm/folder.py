@@ -64,11 +64,16 @@ def context_length(config: dict) -> int | None:
     return None
 
 
+LM_MODEL_FILES = ("model.onnx", "model.tflite")  # an exported LM: onnxruntime's graph or LiteRT's signatures
+
+
 def is_lm_artifact(path) -> bool:
-    """An exported language model: a folder (or its model.onnx) with a causal-LM config and a tokenizer."""
+    """An exported language model: a folder (or its model.onnx / model.tflite) with a causal-LM config
+    and a tokenizer."""
     path = Path(path)
-    folder = path.parent if path.suffix.lower() == ".onnx" else path
-    return (folder / "model.onnx").is_file() and is_causal_lm(folder) and has_tokenizer(folder)
+    folder = path.parent if path.suffix.lower() in (".onnx", ".tflite") else path
+    return (any((folder / name).is_file() for name in LM_MODEL_FILES) and is_causal_lm(folder)
+            and has_tokenizer(folder))
 
 
 def head_dim(config: dict) -> int | None:

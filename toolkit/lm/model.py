@@ -37,15 +37,17 @@ class LanguageModel:
 
 
 def model_file(path: Path) -> tuple[Path, Path]:
-    """(folder, model.onnx) from an artifact folder or the .onnx file inside one."""
+    """(folder, model.onnx or model.tflite) from an artifact folder or the model file inside one."""
     path = Path(path)
     if path.is_dir():
         candidate = path / "model.onnx"
+        if not candidate.is_file() and (path / "model.tflite").is_file():
+            candidate = path / "model.tflite"
         if not candidate.is_file():
             raise BadInput(f"{path} holds no model.onnx: export a language model first (edgeward export DIR --to onnx)")
         return path, candidate
-    if path.suffix.lower() != ".onnx" or not path.is_file():
-        raise BadInput(f"{path}: give an exported language model folder (or its model.onnx)")
+    if path.suffix.lower() not in (".onnx", ".tflite") or not path.is_file():
+        raise BadInput(f"{path}: give an exported language model folder (or its model.onnx / model.tflite)")
     return path.parent, path
 
 
@@ -56,7 +58,13 @@ def open_lm(path, *, threads: int | None = None) -> LanguageModel:
     if not config:
         raise BadInput(f"{folder}: no config.json beside the model (the exported folder carries one)")
     tokenizer = load_tokenizer(folder)
-    decoder = KvDecoder(open_session(onnx_path, threads), context=context_length(config), head_dim=head_dim(config))
+    if onnx_path.suffix.lower() == ".tflite":  # LiteRT's prefill/decode signatures (toolkit.lm.litert_decoder)
+        from toolkit.lm.litert_decoder import LiteRtDecoder, open_interpreter
+
+        decoder = LiteRtDecoder(open_interpreter(onnx_path, threads))
+    else:
+        decoder = KvDecoder(open_session(onnx_path, threads), context=context_length(config),
+                            head_dim=head_dim(config))
     eos = config.get("eos_token_id")
     eos_ids = set(eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else [])
     if tokenizer.eos_token_id is not None:

@@ -34,6 +34,7 @@ class OnnxSide:
         from toolkit.lm.model import open_lm
 
         self.lm = open_lm(path, threads=threads)
+        self.kind = "tflite" if self.lm.model_path.suffix.lower() == ".tflite" else "onnx"
         self.folder = self.lm.folder
         self.context = self.lm.context
         self.tokenizer = self.lm.tokenizer

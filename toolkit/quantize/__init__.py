@@ -103,9 +103,10 @@ def quantize(
 
     if mode == "auto":
         raise BadInput("mode auto needs evaluation data: use edgeward quantize MODEL --mode auto --data DATA")
+    _refuse_seq2seq_folder(model)
     model_path = resolve_model(model)
     fmt = model_format(model_path)
-    spec = get_mode(mode, fmt)
+    spec = litert_lm_mode(model_path, mode) or get_mode(mode, fmt)
     if spec.needs_calibration:
         check_method(method, fmt)
     if block_size is not None and (mode != "int4-weight" or block_size not in INT4_BLOCK_SIZES):
@@ -168,11 +169,31 @@ def quantize(
                           manifest["size"]["ratio"], manifest)
 
 
+def _refuse_seq2seq_folder(model) -> None:
+    """An encoder-decoder folder holds three graphs; quantizing the one resolve_model picks would drop two."""
+    from toolkit.speech.folder import is_seq2seq_artifact
+
+    if isinstance(model, (str, Path)) and is_seq2seq_artifact(model):
+        raise BadInput(f"{model} is an encoder-decoder (Whisper/T5) folder: quantize it with "
+                       "toolkit.speech.quantize.quantize_seq2seq, which edgeward quantize calls")
+
+
+def litert_lm_mode(model_path: Path, mode: str):
+    """A LiteRT language model's block-wise int4 (toolkit.lm.litert_quantize) for --mode int4-weight, else None."""
+    from toolkit.lm.folder import is_lm_artifact
+
+    if mode != "int4-weight" or model_path.suffix.lower() != ".tflite" or not is_lm_artifact(model_path):
+        return None
+    from toolkit.lm.litert_quantize import LITERT_INT4
+
+    return LITERT_INT4
+
+
 def _copy_language_model_files(model_path: Path, stage: Path) -> None:
     """A language model's config and tokenizer travel with it, so `edgeward generate` can run the result."""
     from toolkit.lm.folder import copy_side_files, has_tokenizer
 
-    if model_path.suffix.lower() == ".onnx" and has_tokenizer(model_path.parent):
+    if model_path.suffix.lower() in (".onnx", ".tflite") and has_tokenizer(model_path.parent):
         copy_side_files(model_path.parent, stage)
 
 
