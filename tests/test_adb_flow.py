@@ -12,31 +12,20 @@ with the phone's Python, outputs pulled back), and that every work folder is rem
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.testbed import STATE, board_python
+
 FAKE_ADB = Path(__file__).with_name("fake_adb")
-STATE = Path(os.environ.get("EDGEWARD_TESTBED_DIR", "/tmp/edgeward-ssh-testbed"))
 BOARD_PROFILE = STATE / "profiles" / "arm64-cortex-a76.yaml"
 EXAMPLES = 32
 
 
-def _board_python() -> str | None:
-    """The board's aarch64 Python (Cortex-A76) when the board is started."""
-    try:
-        os.kill(int((STATE / "sshd.pid").read_text()), 0)
-        text = BOARD_PROFILE.read_text()
-    except (OSError, ValueError):
-        return None
-    found = re.search(r"^\s*python:\s*(\S+)", text, re.MULTILINE)
-    return found.group(1) if found and Path(found.group(1)).is_file() else None
-
-
-BOARD_PYTHON = _board_python()
+BOARD_PYTHON = board_python()
 
 
 @pytest.fixture

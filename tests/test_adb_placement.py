@@ -11,28 +11,17 @@ this host's.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 
 import pytest
 from tiny_models import write_cumsum_tflite
 
+from tests.testbed import board_python
 from toolkit.devices.adb import parse_benchmark_model
 
 FAKE_ADB = Path(__file__).with_name("fake_adb")
 DATA = Path(__file__).with_name("data")
-STATE = Path(os.environ.get("EDGEWARD_TESTBED_DIR", "/tmp/edgeward-ssh-testbed"))
-
-
-def _board_python() -> str | None:
-    try:
-        os.kill(int((STATE / "sshd.pid").read_text()), 0)
-        text = (STATE / "profiles" / "arm64-cortex-a76.yaml").read_text()
-    except (OSError, ValueError):
-        return None
-    found = re.search(r"^\s*python:\s*(\S+)", text, re.MULTILINE)
-    return found.group(1) if found and Path(found.group(1)).is_file() else None
 
 
 @pytest.fixture
@@ -41,7 +30,7 @@ def phone(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "adb-root"
     monkeypatch.setenv("PATH", f"{FAKE_ADB}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_ADB_ROOT", str(root))
-    monkeypatch.setenv("FAKE_ADB_DEVICES", f"fake-phone={_board_python() or sys.executable}")
+    monkeypatch.setenv("FAKE_ADB_DEVICES", f"fake-phone={board_python() or sys.executable}")
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     (profiles / "fake-phone.yaml").write_text(

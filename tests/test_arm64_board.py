@@ -12,14 +12,13 @@ nothing and are not looked at. Skipped, with the reason, when the board is not s
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-STATE = Path(os.environ.get("EDGEWARD_TESTBED_DIR", "/tmp/edgeward-ssh-testbed"))
-PROFILES = STATE / "profiles"
+from tests.testbed import PROFILES, boards_started
+
 FAMILIES = ("cortex-a53", "cortex-a76", "neoverse-n2")
 VARIANTS = ("onnx", "onnx-fp16", "onnx-dynamic-int8", "onnx-static-int8",
             "tflite", "tflite-fp16", "tflite-dynamic-int8", "tflite-static-int8")
@@ -34,20 +33,13 @@ TOLERANCE = {"onnx": 1e-4, "tflite": 1e-4, "onnx-fp16": 0.25, "tflite-fp16": 1e-
              "onnx-static-int8": 0.0, "tflite-static-int8": 0.0}
 
 
-def _board_ready() -> bool:
-    try:
-        os.kill(int((STATE / "sshd.pid").read_text()), 0)
-    except (OSError, ValueError):
-        return False
-    return all((PROFILES / f"arm64-{family}.yaml").is_file() for family in FAMILIES)
-
-
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.ssh,
     pytest.mark.arm64,
-    pytest.mark.skipif(not _board_ready(), reason=f"the emulated ARM64 board is not started "
-                                                  f"(scripts/arm64-testbed start; profiles in {PROFILES})"),
+    pytest.mark.skipif(not boards_started(*(f"arm64-{family}" for family in FAMILIES)),
+                       reason=f"the emulated ARM64 board is not started (scripts/arm64-testbed start; profiles in "
+                              f"{PROFILES})"),
 ]
 
 # (family, variant) -> what the board did, filled by test_validate_on_board

@@ -16,22 +16,11 @@ import pytest
 from processes import descendants
 
 from tests.conftest import ROOT
-
-STATE = Path(os.environ.get("EDGEWARD_TESTBED_DIR", "/tmp/edgeward-ssh-testbed"))
-PROFILES = STATE / "profiles"
-
-
-def _running(state: Path) -> bool:
-    try:
-        os.kill(int((state / "sshd.pid").read_text()), 0)
-    except (OSError, ValueError):
-        return False
-    return (state / "profiles" / "ssh-testbed.yaml").is_file()
-
+from tests.testbed import PROFILES, STATE, boards_started
 
 pytestmark = [
     pytest.mark.ssh,
-    pytest.mark.skipif(not _running(STATE), reason=f"the ssh test bed is not running (scripts/ssh-testbed start; "
+    pytest.mark.skipif(not boards_started("ssh-testbed"), reason=f"the ssh test bed is not running (scripts/ssh-testbed start; "
                                                    f"state {STATE})"),
 ]
 
@@ -213,8 +202,6 @@ def _is_runner(pid: int) -> bool:
         return comm.startswith("python") and b"runner.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-
-
 
 
 @pytest.mark.slow

@@ -10,15 +10,13 @@ bit, node by node. They skip when the board is not started.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from tests.testbed import PROFILES, boards_started
 from toolkit.validate.drift import ALL_FEATURES, FAMILY_FEATURES, TOLERANCE, precision_of, tolerance
 
-STATE = Path(os.environ.get("EDGEWARD_TESTBED_DIR", "/tmp/edgeward-ssh-testbed"))
-PROFILES = STATE / "profiles"
 EXAMPLES = 32  # every inference on the board is emulated
 
 
@@ -52,15 +50,7 @@ def test_drift_bad_input_is_one_line(run_cli, digits_cnn_onnx):
     assert "raspberry-pi-5" in result.stderr
 
 
-def _board_ready() -> bool:
-    try:
-        os.kill(int((STATE / "sshd.pid").read_text()), 0)
-    except (OSError, ValueError):
-        return False
-    return (PROFILES / "arm64-cortex-a76.yaml").is_file()
-
-
-board = pytest.mark.skipif(not _board_ready(), reason=f"the emulated ARM64 board is not started "
+board = pytest.mark.skipif(not boards_started("arm64-cortex-a76"), reason=f"the emulated ARM64 board is not started "
                                                      f"(scripts/arm64-testbed start; profiles in {PROFILES})")
 
 

@@ -11,7 +11,6 @@ FULLY_CONNECTED), static int8 equals the host at every one of the 8 nodes.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.testbed import PROFILES, boards_started
 from toolkit.devices.transport import runner_path
 
-STATE = Path(os.environ.get("EDGEWARD_TESTBED_DIR", "/tmp/edgeward-ssh-testbed"))
-PROFILES = STATE / "profiles"
 EXAMPLES = 16
 DIGITS_CNN_NODES = ["RESHAPE#0", "DEPTHWISE_CONV_2D#1", "CONV_2D#2", "MAX_POOL_2D#3", "TRANSPOSE#4", "RESHAPE#5",
                     "FULLY_CONNECTED#6", "FULLY_CONNECTED#7"]
@@ -71,14 +69,6 @@ def test_drift_on_the_host_names_every_tflite_node(run_cli, digits_cnn_tflite):
     assert f"per-layer: all {len(DIGITS_CNN_NODES)} nodes equal to the host" in result.stderr
 
 
-def _board_ready() -> bool:
-    try:
-        os.kill(int((STATE / "sshd.pid").read_text()), 0)
-    except (OSError, ValueError):
-        return False
-    return (PROFILES / "arm64-neoverse-n2.yaml").is_file()
-
-
 @pytest.fixture(scope="module")
 def tflite_variants(tmp_path_factory) -> dict[str, Path]:
     from toolkit.cli import main
@@ -95,7 +85,7 @@ def tflite_variants(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.slow
 @pytest.mark.ssh
 @pytest.mark.arm64
-@pytest.mark.skipif(not _board_ready(), reason=f"the emulated ARM64 board is not started "
+@pytest.mark.skipif(not boards_started("arm64-neoverse-n2"), reason=f"the emulated ARM64 board is not started "
                                                f"(scripts/arm64-testbed start; profiles in {PROFILES})")
 def test_tflite_per_layer_drift_on_the_arm64_board(run_cli, tflite_variants):
     def drift(model):

@@ -9,32 +9,16 @@ hand calculation. Board tests skip (with the reason) when the test beds are not 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from tests.test_lm import make_lm
+from tests.testbed import PROFILES, STATE, boards_started
 
-STATE = Path(os.environ.get("EDGEWARD_TESTBED_DIR", "/tmp/edgeward-ssh-testbed"))
-PROFILES = STATE / "profiles"
 FIELDS = {"prompt_tokens", "new_tokens", "runs", "warmup", "threads", "ttft_ms_p50", "ttft_ms_min",
           "decode_tokens_per_s", "decode_ms_per_token", "kv_cache_bytes", "peak_rss_mb", "tokens"}
 PROMPT, NEW = 12, 10
 # Tiny qwen2 (tests/test_lm.py): 2 layers, 2 KV heads of 8 floats; key + value per cached token.
 KV_BYTES_PER_TOKEN = 2 * 2 * 2 * 8 * 4
-
-
-def _sshd_running() -> bool:
-    try:
-        os.kill(int((STATE / "sshd.pid").read_text()), 0)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _board(name: str) -> bool:
-    return _sshd_running() and (PROFILES / f"{name}.yaml").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +60,7 @@ def _same_measurement(board: dict, host: dict) -> None:
 
 
 @pytest.mark.ssh
-@pytest.mark.skipif(not _board("ssh-testbed"), reason=f"the ssh test bed is not running (scripts/ssh-testbed "
+@pytest.mark.skipif(not boards_started("ssh-testbed"), reason=f"the ssh test bed is not running (scripts/ssh-testbed "
                                                      f"start; state {STATE})")
 @pytest.mark.parametrize("kind", ["fp32", "int4"])
 def test_lm_bench_on_the_ssh_board_matches_the_host(lms, host_records, run_cli, kind):
@@ -89,7 +73,7 @@ def test_lm_bench_on_the_ssh_board_matches_the_host(lms, host_records, run_cli, 
 
 @pytest.mark.slow
 @pytest.mark.arm64
-@pytest.mark.skipif(not _board("arm64-cortex-a76"), reason=f"the emulated ARM64 board is not started "
+@pytest.mark.skipif(not boards_started("arm64-cortex-a76"), reason=f"the emulated ARM64 board is not started "
                                                           f"(scripts/arm64-testbed start; profiles in {PROFILES})")
 def test_lm_bench_on_an_emulated_arm64_board_is_marked_and_decodes_alike(lms, host_records, run_cli):
     record = _bench_on(run_cli, lms["int4"], "arm64-cortex-a76")

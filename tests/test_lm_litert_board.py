@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 
 from tests.test_lm import make_lm
+from tests.testbed import PROFILES, STATE, boards_started
 
-STATE = Path(os.environ.get("EDGEWARD_TESTBED_DIR", "/tmp/edgeward-ssh-testbed"))
-PROFILES = STATE / "profiles"
 ARM64_SITE = Path(os.environ.get("EDGEWARD_ARM64_CACHE", Path.home() / ".cache/edgeward/arm64")) / "site-packages"
 FIELDS = {"prompt_tokens", "new_tokens", "runs", "warmup", "threads", "ttft_ms_p50", "ttft_ms_min",
           "decode_tokens_per_s", "decode_ms_per_token", "kv_cache_bytes", "peak_rss_mb", "tokens"}
@@ -29,18 +28,6 @@ PROMPT, NEW = 12, 10
 # LiteRT export's cache holds the model's 64 positions, all of them allocated and read every step.
 KV_BYTES_PER_TOKEN = 2 * 2 * 2 * 8 * 4
 CACHE_POSITIONS = 64
-
-
-def _sshd_running() -> bool:
-    try:
-        os.kill(int((STATE / "sshd.pid").read_text()), 0)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _board(name: str) -> bool:
-    return _sshd_running() and (PROFILES / f"{name}.yaml").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +120,7 @@ def test_the_runners_onnx_loop_keeps_the_last_logits_only_and_decodes_alike(lms)
 
 @pytest.mark.slow
 @pytest.mark.ssh
-@pytest.mark.skipif(not _board("ssh-testbed"), reason=f"the ssh test bed is not running (scripts/ssh-testbed "
+@pytest.mark.skipif(not boards_started("ssh-testbed"), reason=f"the ssh test bed is not running (scripts/ssh-testbed "
                                                      f"start; state {STATE})")
 @pytest.mark.parametrize("kind", ["fp32", "int4"])
 def test_litert_lm_bench_on_the_ssh_board_matches_the_host(lms, host_records, run_cli, kind):
@@ -153,7 +140,7 @@ def test_litert_lm_bench_on_the_ssh_board_matches_the_host(lms, host_records, ru
 
 @pytest.mark.slow
 @pytest.mark.ssh
-@pytest.mark.skipif(not _board("ssh-testbed"), reason=f"the ssh test bed is not running (scripts/ssh-testbed "
+@pytest.mark.skipif(not boards_started("ssh-testbed"), reason=f"the ssh test bed is not running (scripts/ssh-testbed "
                                                      f"start; state {STATE})")
 def test_onnx_lm_with_logits_to_keep_on_the_ssh_board_decodes_as_the_host(lms, run_cli):
     from toolkit.lm.bench import bench_lm
@@ -167,7 +154,7 @@ def test_onnx_lm_with_logits_to_keep_on_the_ssh_board_decodes_as_the_host(lms, r
 
 @pytest.mark.slow
 @pytest.mark.arm64
-@pytest.mark.skipif(not _board("arm64-cortex-a76"), reason=f"the emulated ARM64 board is not started "
+@pytest.mark.skipif(not boards_started("arm64-cortex-a76"), reason=f"the emulated ARM64 board is not started "
                                                           f"(scripts/arm64-testbed start; profiles in {PROFILES})")
 @pytest.mark.skipif(not (ARM64_SITE / "ai_edge_litert").is_dir(),
                     reason=f"the emulated ARM64 board has no ai-edge-litert (not in {ARM64_SITE})")

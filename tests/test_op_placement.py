@@ -10,6 +10,7 @@ import sys
 import pytest
 from tiny_models import write_cumsum_tflite
 
+from tests.testbed import PROFILES, boards_started
 from toolkit.devices.transport import runner_path
 
 
@@ -84,25 +85,11 @@ def test_validate_on_a_device_reports_placement_and_gates(run_cli, digits_cnn_tf
     assert alone.exit_code == 2 and "--max-fallback needs --device" in alone.stderr
 
 
-def _ssh_testbed():
-    """The ssh test bed's state folder if it runs (scripts/ssh-testbed start), else None."""
-    import os
-    from pathlib import Path
-
-    state = Path(os.environ.get("EDGEWARD_TESTBED_DIR", "/tmp/edgeward-ssh-testbed"))
-    try:
-        os.kill(int((state / "sshd.pid").read_text()), 0)
-    except (OSError, ValueError):
-        return None
-    return state if (state / "profiles" / "ssh-testbed.yaml").is_file() else None
-
-
 @pytest.mark.ssh
-@pytest.mark.skipif(_ssh_testbed() is None, reason="the ssh test bed is not running (scripts/ssh-testbed start)")
+@pytest.mark.skipif(not boards_started("ssh-testbed"), reason="the ssh test bed is not running (scripts/ssh-testbed start)")
 def test_placement_and_gate_over_ssh(run_cli, cumsum_tflite):
     """The placement is measured by runner.py on the device, so it comes back over ssh too."""
-    profiles = _ssh_testbed() / "profiles"
-    result = run_cli("bench", cumsum_tflite, "--device", "ssh-testbed", "--profiles", profiles, "--runs", 10,
+    result = run_cli("bench", cumsum_tflite, "--device", "ssh-testbed", "--profiles", PROFILES, "--runs", 10,
                      "--max-fallback", 10, "--no-calibrate")
     assert result.exit_code == 1, result.stderr
     assert "fell back: CUMSUM" in result.stderr and "on ssh-testbed" in result.stderr

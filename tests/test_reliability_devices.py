@@ -4,7 +4,6 @@ host keys, the connection dropped mid-run with a partial result, stale work fold
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -14,19 +13,9 @@ from pathlib import Path
 import pytest
 from processes import command_name, descendants, send_signal
 
-STATE = Path(os.environ.get("EDGEWARD_TESTBED_DIR", "/tmp/edgeward-ssh-testbed"))
-PROFILES = STATE / "profiles"
+from tests.testbed import PROFILES, STATE, boards_started
 
-
-def _running() -> bool:
-    try:
-        os.kill(int((STATE / "sshd.pid").read_text()), 0)
-    except (OSError, ValueError):
-        return False
-    return (PROFILES / "ssh-testbed.yaml").is_file()
-
-
-pytestmark = [pytest.mark.ssh, pytest.mark.skipif(not _running(), reason="the ssh test bed is not running "
+pytestmark = [pytest.mark.ssh, pytest.mark.skipif(not boards_started("ssh-testbed"), reason="the ssh test bed is not running "
                                                   "(scripts/ssh-testbed start)")]
 
 

@@ -21,16 +21,21 @@ WORDS = [f"w{i}" for i in range(56)]
 SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
 
 
-def write_wav(path: Path, seconds: float, frequency: float) -> Path:
-    times = np.arange(int(seconds * RATE)) / RATE
-    noise = np.random.default_rng(int(frequency)).standard_normal(times.size) * 0.05
-    samples = (0.3 * np.sin(2 * np.pi * frequency * times) + noise) * 32767
+def write_pcm16(path: Path, samples: np.ndarray) -> Path:
+    """A mono 16-bit WAV file at RATE of `samples` (already scaled to the int16 range)."""
     with wave.open(str(path), "wb") as writer:
         writer.setnchannels(1)
         writer.setsampwidth(2)
         writer.setframerate(RATE)
         writer.writeframes(samples.astype("<i2").tobytes())
     return path
+
+
+def write_wav(path: Path, seconds: float, frequency: float) -> Path:
+    times = np.arange(int(seconds * RATE)) / RATE
+    noise = np.random.default_rng(int(frequency)).standard_normal(times.size) * 0.05
+    samples = (0.3 * np.sin(2 * np.pi * frequency * times) + noise) * 32767
+    return write_pcm16(path, samples)
 
 
 def make_whisper(folder: Path) -> Path:

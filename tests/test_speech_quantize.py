@@ -10,30 +10,18 @@ agreement of the quantized transcripts (or T5 outputs) with the float export's o
 from __future__ import annotations
 
 import json
-import os
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.test_speech import RATE, make_t5, make_whisper
+from tests.test_speech import RATE, make_t5, make_whisper, write_pcm16
+from tests.testbed import PROFILES, STATE, boards_started
 
 GRAPHS = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
 MODES = ("dynamic-int8", "int4-weight", "fp16")
 AGREEMENT_BAR = 0.9  # int8 and fp16 of the float export; int4 on a random tiny model is only reported
 TEXT = "w3 w7 w9 w1\nw10 w11 w12\nw5 w5 w5 w40 w41\nw20 w30 w50 w60 w2\n"
-STATE = Path(os.environ.get("EDGEWARD_TESTBED_DIR", "/tmp/edgeward-ssh-testbed"))
-PROFILES = STATE / "profiles"
-
-
-def board_started(name: str) -> bool:
-    """The ssh test bed's sshd is alive and the board's profile is written (scripts/ssh-testbed, arm64-testbed)."""
-    try:
-        os.kill(int((STATE / "sshd.pid").read_text()), 0)
-    except (OSError, ValueError):
-        return False
-    return (PROFILES / f"{name}.yaml").is_file()
 
 
 def write_speechlike_wav(path: Path, seconds: float, base: float, seed: int) -> Path:
@@ -44,12 +32,7 @@ def write_speechlike_wav(path: Path, seconds: float, base: float, seed: int) -> 
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * times)
     noise = np.random.default_rng(seed).standard_normal(times.size) * 0.02
     samples = np.clip(0.2 * (chirp + harmonics) * envelope + noise, -1, 1) * 32767
-    with wave.open(str(path), "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(RATE)
-        writer.writeframes(samples.astype("<i2").tobytes())
-    return path
+    return write_pcm16(path, samples)
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +178,7 @@ def bench_on_board(run_cli, folder: Path, clip: Path, device: str, runs: int, wa
 
 
 @pytest.mark.ssh
-@pytest.mark.skipif(not board_started("ssh-testbed"), reason=f"the ssh test bed is not running (scripts/ssh-testbed "
+@pytest.mark.skipif(not boards_started("ssh-testbed"), reason=f"the ssh test bed is not running (scripts/ssh-testbed "
                                                              f"start; state {STATE})")
 @pytest.mark.parametrize("mode", ["float", "dynamic-int8"])
 def test_speech_real_time_factor_on_the_ssh_board(whisper_variants, speechlike_clips, mode, run_cli):
@@ -215,7 +198,7 @@ def test_speech_real_time_factor_on_the_ssh_board(whisper_variants, speechlike_c
 
 @pytest.mark.slow
 @pytest.mark.arm64
-@pytest.mark.skipif(not board_started("arm64-cortex-a76"), reason=f"the emulated ARM64 board is not started "
+@pytest.mark.skipif(not boards_started("arm64-cortex-a76"), reason=f"the emulated ARM64 board is not started "
                                                                   f"(scripts/arm64-testbed start; profiles in {PROFILES})")
 def test_speech_on_an_emulated_arm64_board_is_marked_emulated(whisper_variants, speechlike_clips, run_cli):
     from toolkit.speech.bench import human_summary

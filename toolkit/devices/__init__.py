@@ -184,14 +184,22 @@ def bench_lm_on_device(model_files: list[Path], device: str, *, request: dict, p
     for key in ("prompt_tokens", "new_tokens", "runs", "warmup", "threads", "context", "vocab_size", "head_dim"):
         if request.get(key) is not None:
             argv += ["--" + key.replace("_", "-"), str(int(request[key]))]
+    session, transport = run_runner(profile, device, argv, [Path(path) for path in model_files], timeout)
+    return {**session.result, "transport": transport}
+
+
+def run_runner(profile, device: str, argv: list[str], files: list[Path], timeout: float):
+    """runner.py and `files` (each under its own name) pushed to the device, `argv` run there: the
+    runner's session (its result set) and the transport's record; the runner's own errors raised as
+    Unsupported (exit 3) or DeviceError."""
+    from toolkit.devices.transport import runner_path
+
     session = RunnerSession()
     started = time.monotonic()
     with open_transport(profile) as transport:
-        from toolkit.devices.transport import runner_path
-
         transport.push(runner_path(), "runner.py")
-        for path in model_files:
-            transport.push(Path(path), Path(path).name)
+        for path in files:
+            transport.push(path, path.name)
         completed = transport.run(argv, timeout=timeout, on_line=session.on_line)
     if session.error and session.error.get("kind") == "unsupported":
         raise Unsupported(f"{device}: {session.error.get('message')}")
@@ -199,8 +207,7 @@ def bench_lm_on_device(model_files: list[Path], device: str, *, request: dict, p
     if session.result is None:
         raise DeviceError(f"{profile.name}: the runner stopped without a result ({_exit_text(completed.returncode)}): "
                           f"{completed.stderr.strip()[-300:] or 'no error output'}")
-    return {**session.result, "transport": {"type": profile.transport["type"],
-                                            "wall_s": round(time.monotonic() - started, 3)}}
+    return session, {"type": profile.transport["type"], "wall_s": round(time.monotonic() - started, 3)}
 
 
 def run_on_device(model_path, inputs: dict, device: str, *, runs: int = 1, warmup: int = 0,

@@ -141,28 +141,34 @@ def check_onnx(path: Path) -> None:
 
 def check_against_transformers(folder: Path, model_path: Path, config: dict, trust_remote_code: bool) -> dict:
     """Largest |logits| difference to transformers: all positions at once, and the last ones via the cache."""
+    from toolkit.lm.decoder import KvDecoder, open_session
+
+    decoder = KvDecoder(open_session(model_path), context=context_length(config), head_dim=head_dim(config))
+    count = min(CHECK_TOKENS, (context_length(config) or CHECK_TOKENS))
+    return {**compare_logits(folder, config, trust_remote_code, decoder, count, "exported"), "float": True}
+
+
+def compare_logits(folder: Path, config: dict, trust_remote_code: bool, decoder, count: int, what: str) -> dict:
+    """`decoder` (a KvDecoder or LiteRtDecoder) against transformers on `count` seeded random tokens: every
+    position in one call, and the last CACHED_TOKENS one a step through its cache."""
     import torch
 
-    from toolkit.lm.decoder import KvDecoder, open_session
     from toolkit.sources.hf import load_model
 
     reference = load_model(folder, config, trust_remote_code=trust_remote_code)
     vocab = int(config.get("vocab_size") or reference.config.vocab_size)
-    count = min(CHECK_TOKENS, (context_length(config) or CHECK_TOKENS))
     ids = np.random.default_rng(0).integers(0, vocab, size=count, dtype=np.int64)
     with torch.no_grad():
         expected = reference(input_ids=torch.from_numpy(ids[None]), use_cache=False).logits[0].float().numpy()
-    decoder = KvDecoder(open_session(model_path), context=context_length(config), head_dim=head_dim(config))
     whole = decoder.all_logits(ids)
     decoder.forward(ids[:-CACHED_TOKENS])
     stepped = np.stack([decoder.forward(ids[i:i + 1]) for i in range(count - CACHED_TOKENS, count)])
     whole_error = float(np.max(np.abs(whole - expected)))
     cached_error = float(np.max(np.abs(stepped - expected[-CACHED_TOKENS:])))
     if not np.isfinite(whole_error + cached_error):
-        raise Unsupported(f"the exported {config.get('model_type')} model gives non-finite logits")
+        raise Unsupported(f"the {what} {config.get('model_type')} model gives non-finite logits")
     return {"all_positions": whole_error, "through_cache": cached_error, "tokens": int(count),
-            "max_abs_error": max(whole_error, cached_error), "logit_scale": float(np.max(np.abs(expected))),
-            "float": True}
+            "max_abs_error": max(whole_error, cached_error), "logit_scale": float(np.max(np.abs(expected)))}
 
 
 def lm_record(model_path: Path, config: dict) -> dict:

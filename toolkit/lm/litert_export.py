@@ -16,8 +16,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from toolkit.errors import BadInput, Unsupported
 from toolkit.lm.folder import context_length, copy_side_files, require_tokenizer
 
@@ -27,7 +25,6 @@ MODEL_FILE = "model.tflite"
 DEFAULT_CACHE = 1024  # KV cache positions when the model's context is longer (memory: layers x 2 x this x kv width)
 PREFILL_LENGTHS = (16, 128)  # prefill signatures; a longer prompt runs through them in windows
 CHECK_TOKENS = 12
-CACHED_TOKENS = 4
 LIBRARIES = ("torch", "litert-torch", "ai-edge-litert", "transformers", "tokenizers")
 ROUTE = "litert_torch.generative (model_builder re-authoring + converter.convert_to_tflite)"
 # litert-torch's conversion-time recipes (utilities.converter.QuantizationName)
@@ -124,26 +121,9 @@ def convert(folder: Path, config: dict, target: Path, scratch: Path, *, cache: i
 
 def check_against_transformers(folder: Path, model_path: Path, config: dict, trust_remote_code: bool) -> dict:
     """Largest |logits| difference to transformers: all positions at once, and the last ones via the cache."""
-    import torch
-
+    from toolkit.lm.export import compare_logits
     from toolkit.lm.litert_decoder import LiteRtDecoder, open_interpreter
-    from toolkit.sources.hf import load_model
 
-    reference = load_model(folder, config, trust_remote_code=trust_remote_code)
     decoder = LiteRtDecoder(open_interpreter(model_path))
-    vocab = int(config.get("vocab_size") or reference.config.vocab_size)
-    count = min(CHECK_TOKENS, decoder.context)
-    ids = np.random.default_rng(0).integers(0, vocab, size=count, dtype=np.int64)
-    with torch.no_grad():
-        expected = reference(input_ids=torch.from_numpy(ids[None]), use_cache=False).logits[0].float().numpy()
-    whole = decoder.all_logits(ids)
-    decoder.forward(ids[:-CACHED_TOKENS])
-    stepped = np.stack([decoder.forward(ids[i:i + 1]) for i in range(count - CACHED_TOKENS, count)])
-    whole_error = float(np.max(np.abs(whole - expected)))
-    cached_error = float(np.max(np.abs(stepped - expected[-CACHED_TOKENS:])))
-    if not np.isfinite(whole_error + cached_error):
-        raise Unsupported(f"the LiteRT {config.get('model_type')} model gives non-finite logits")
-    scale = float(np.max(np.abs(expected)))
-    return {"all_positions": whole_error, "through_cache": cached_error, "tokens": int(count),
-            "max_abs_error": max(whole_error, cached_error), "logit_scale": scale,
-            "relative_error": max(whole_error, cached_error) / max(scale, 1e-30)}
+    figures = compare_logits(folder, config, trust_remote_code, decoder, min(CHECK_TOKENS, decoder.context), "LiteRT")
+    return {**figures, "relative_error": figures["max_abs_error"] / max(figures["logit_scale"], 1e-30)}

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import DeviceError, Unsupported
+from toolkit.errors import Unsupported
 from toolkit.speech.folder import GRAPH_FILES
 
 logger = logging.getLogger(__name__)
@@ -46,8 +45,7 @@ def request_arrays(seq2seq, encoder_inputs: dict, prompt: list[int]) -> dict:
 def run_on_board(folder: Path, arrays: dict, device: str, *, max_new_tokens: int, runs: int, warmup: int,
                  threads: int | None, profiles_dir=None) -> dict:
     """Push the graphs, runner.py and the request; the runner's result record plus the transport's."""
-    from toolkit.devices import RunnerSession, get_profile, open_transport
-    from toolkit.devices.transport import runner_path
+    from toolkit.devices import get_profile, run_runner
 
     profile = get_profile(device, profiles_dir)
     if profile.transport["type"] == "adb" and not profile.transport.get("python"):
@@ -57,25 +55,11 @@ def run_on_board(folder: Path, arrays: dict, device: str, *, max_new_tokens: int
             "--warmup", str(warmup), "--new-tokens", str(max_new_tokens)]
     if threads:
         argv += ["--threads", str(threads)]
-    session = RunnerSession()
-    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edgeward-seq2seq-board-") as scratch:
         request = Path(scratch) / "request.npz"
         np.savez(request, **arrays)
-        with open_transport(profile) as transport:
-            transport.push(runner_path(), "runner.py")
-            for path in graph_files(folder):
-                transport.push(path, path.name)
-            transport.push(request, "request.npz")
-            completed = transport.run(argv, timeout=TIMEOUT_S, on_line=session.on_line)
-    if session.error and session.error.get("kind") == "unsupported":
-        raise Unsupported(f"{device}: {session.error.get('message')}")
-    session.raise_error(profile.name)
-    if session.result is None:
-        raise DeviceError(f"{profile.name}: the runner stopped without a result (exit {completed.returncode}): "
-                          f"{completed.stderr.strip()[-300:] or 'no error output'}")
-    return {"profile": profile, "result": {**(session.loaded or {}), **session.result},
-            "transport": {"type": profile.transport["type"], "wall_s": round(time.monotonic() - started, 3)}}
+        session, transport = run_runner(profile, device, argv, [*graph_files(folder), request], TIMEOUT_S)
+    return {"profile": profile, "result": {**(session.loaded or {}), **session.result}, "transport": transport}
 
 
 def bench_speech_on_board(model, audio, device: str, *, runs: int, warmup: int, threads: int | None,
