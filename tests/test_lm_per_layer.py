@@ -102,19 +102,26 @@ def test_the_hf_folder_as_reference_gives_the_same_points(lms):
         assert against_hf[label].tensor == f"{label} (transformers)"
 
 
-def test_the_cli_prints_the_table_and_json_and_report_carry_it(lms, run_cli, tmp_path):
-    text = run_cli("validate", lms["corrupted"], "--reference", lms["fp32"], "--data", lms["text"], "--per-layer",
+def cli_per_layer(run_cli, corrupted, lms: dict, out) -> dict:
+    """`validate --per-layer` of the corrupted model (human output: layers.1 named) and of the int4 one
+    (--json, -o out): the JSON record's per_layer, its table and worst layer checked."""
+    text = run_cli("validate", corrupted, "--reference", lms["fp32"], "--data", lms["text"], "--per-layer",
                    "--no-record", "--prompts", "0", "--no-gate", "ppl", "--no-gate", "agreement", "--no-gate", "kl")
     assert text.exit_code == 0, text.stderr
     assert "per-layer error" in text.stdout and "worst layer: layers.1" in text.stdout
     assert all(label in text.stdout for label in LABELS)
-    out = tmp_path / "report"
     result = run_cli("--json", "validate", lms["int4"], "--reference", lms["fp32"], "--data", lms["text"],
                      "--per-layer", "--top", "2", "--no-record", "--prompts", "0", "-o", out)
     assert result.exit_code == 0, result.stderr
     record = result.json()["per_layer"]
     assert [layer["node"] for layer in record["layers"]] == LABELS and len(record["worst"]) <= 2
     assert record["worst_layer"] == record["worst"][0]["node"] and record["kind"] == "language-model"
+    return record
+
+
+def test_the_cli_prints_the_table_and_json_and_report_carry_it(lms, run_cli, tmp_path):
+    out = tmp_path / "report"
+    record = cli_per_layer(run_cli, lms["corrupted"], lms, out)
     assert all(0 < layer["relative_error"] < 1 and layer["cosine"] > 0.99 for layer in record["layers"])
     saved = json.loads((out / "report.json").read_text())
     assert saved["per_layer"]["worst_layer"] == record["worst_layer"]
@@ -123,17 +130,19 @@ def test_the_cli_prints_the_table_and_json_and_report_carry_it(lms, run_cli, tmp
     assert (out / "per_layer_sqnr.png").read_bytes()[:4] == b"\x89PNG" and "per_layer_sqnr.png" in markdown
 
 
-def test_a_tflite_language_model_is_unsupported(lms, tmp_path):
-    from toolkit.errors import Unsupported
+def test_a_tflite_reference_for_an_onnx_candidate_is_refused(lms, tmp_path):
+    """TFLite language models have their own per-layer path (tests/test_lm_litert_per_layer.py); an ONNX
+    candidate is compared with an ONNX reference or the HF folder, and told so before anything is opened."""
+    from toolkit.errors import BadInput
     from toolkit.lm.validate import validate_lm
 
     folder = tmp_path / "lm-tflite"
     shutil.copytree(lms["fp32"], folder)
     (folder / "model.onnx").unlink()
     (folder / "model.tflite").write_bytes(b"TFL3")
-    for candidate in (folder, folder / "model.tflite"):
-        with pytest.raises(Unsupported, match="TFLite language model"):
-            validate_lm(candidate, lms["fp32"], lms["text"], per_layer=True, record=False)
+    for reference in (folder, folder / "model.tflite"):
+        with pytest.raises(BadInput, match="ONNX model and the reference .* TFLITE one"):
+            validate_lm(lms["fp32"], reference, lms["text"], per_layer=True, record=False)
 
 
 @pytest.fixture(scope="module")

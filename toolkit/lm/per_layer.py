@@ -16,7 +16,9 @@ The points are found in each graph on its own, so the two sides may come from di
   stream, so `layers.{i}/input_layernorm` gives the output of layer i − 1 and the final norm
   (given that output here) the output of the last layer;
 - op-by-op graphs (optimum) keep each layer's nodes under `/model/layers.{i}/`: the layer's
-  output is the last tensor of that scope read by a node outside it (the residual add).
+  output is the last tensor of that scope read by a node outside it (the residual add);
+- a LiteRT model (litert-torch's re-authored graph, float or int4) has its points found and read by
+  toolkit.lm.litert_per_layer, and is compared with a LiteRT reference or a Hugging Face folder.
 
 An int4 graph keeps these names (only the MatMuls and the embedding Gather are replaced), and
 the point is re-found in it anyway. The graphs get the points as extra outputs in a temporary
@@ -91,15 +93,21 @@ class Point:
 # ---------------------------------------------------------------- the entry point
 
 
-def check_per_layer_supported(candidate, top: int = 10) -> None:
-    """A TFLite language model has no per-layer path yet: say so before anything is opened."""
+def check_per_layer_supported(candidate, top: int = 10, reference=None) -> None:
+    """Refuse, before anything is opened, what per-layer cannot compare: an exported reference of
+    another format than the candidate (ONNX against TFLite: the graphs' points differ in kind)."""
+    from toolkit.lm.folder import is_lm_artifact
+    from toolkit.lm.model import model_file
+
     if top < 1:
         raise BadInput(f"--top {top}: list at least one layer")
-    path = Path(candidate)
-    if path.suffix.lower() == ".tflite" or (path.is_dir() and not (path / "model.onnx").is_file()
-                                            and any(path.glob("*.tflite"))):
-        raise Unsupported(f"{path}: --per-layer is not supported for a TFLite language model yet; "
-                          "run it on the ONNX export (edgeward export DIR --to onnx)")
+    if reference is None or not is_lm_artifact(reference) or not is_lm_artifact(candidate):
+        return
+    mine, theirs = (model_file(Path(path))[1].suffix.lower().lstrip(".") for path in (candidate, reference))
+    if mine != theirs:
+        raise BadInput(f"per-layer: the candidate is a {mine.upper()} model and the reference {reference} a "
+                       f"{theirs.upper()} one: give the float {mine.upper()} export it was quantized from "
+                       "(or the Hugging Face folder) as --reference")
 
 
 def lm_per_layer_error(candidate, reference, windows: list[np.ndarray], *, top: int = 10,
@@ -109,17 +117,18 @@ def lm_per_layer_error(candidate, reference, windows: list[np.ndarray], *, top: 
     from toolkit.lm.folder import is_lm_artifact
     from toolkit.lm.model import model_file
 
-    check_per_layer_supported(candidate, top)
+    check_per_layer_supported(candidate, top, reference)
     _, candidate_path = model_file(Path(candidate))
+    model_format = candidate_path.suffix.lower().lstrip(".")
     windows = windows[:MAX_WINDOWS]
     with tempfile.TemporaryDirectory(prefix="edgeward-lm-per-layer-") as scratch:
-        cand = ExposedGraph(candidate_path, Path(scratch) / "candidate", threads)
+        cand = exposed_graph(candidate_path, Path(scratch) / "candidate", threads)
         if is_lm_artifact(reference):
             _, reference_path = model_file(Path(reference))
-            ref, reference_kind = ExposedGraph(reference_path, Path(scratch) / "reference", threads), "onnx"
+            ref, reference_kind = exposed_graph(reference_path, Path(scratch) / "reference", threads), model_format
         else:
             ref, reference_kind = HookedModel(reference, trust_remote_code), "hf"
-        labels = [point.label for point in cand.points if point.label in ref.labels]
+        labels = [label for label in cand.labels if label in ref.labels]
         check_layers(cand.labels, ref.labels, reference)
         tally = {label: PointTally() for label in labels}
         for window in windows:
@@ -132,11 +141,21 @@ def lm_per_layer_error(candidate, reference, windows: list[np.ndarray], *, top: 
     ranked = sorted(layers, key=lambda layer: (layer.downstream, _key(layer.local_sqnr_db), layer.order))
     ranked = [layer for layer in ranked if layer.local_sqnr_db < CAP_DB]
     positions = sum(len(window) for window in windows)
-    result = LmPerLayerResult("onnx", str(candidate), str(reference), positions, layers, ranked[:top],
+    result = LmPerLayerResult(model_format, str(candidate), str(reference), positions, layers, ranked[:top],
                               len(labels), len(tensors), reference_kind=reference_kind, windows=len(windows))
     logger.info("per-layer: %d points compared on %d positions; worst: %s", len(labels), positions,
                 result.worst_layer)
     return result
+
+
+def exposed_graph(model_path: Path, folder: Path, threads: int | None):
+    """The decoder with its points readable: an ONNX graph with extra outputs (saved in `folder`), or a
+    LiteRT model whose interpreter keeps every tensor (toolkit.lm.litert_per_layer)."""
+    if model_path.suffix.lower() == ".tflite":
+        from toolkit.lm.litert_per_layer import LiteRtExposedGraph
+
+        return LiteRtExposedGraph(model_path, threads)
+    return ExposedGraph(model_path, folder, threads)
 
 
 def check_layers(candidate_labels: list[str], reference_labels: list[str], reference) -> None:

@@ -230,7 +230,7 @@ def validate_lm(candidate, reference, data, *, gates: LmGates = LmGates(), max_l
     if per_layer:
         from toolkit.lm.per_layer import check_per_layer_supported
 
-        check_per_layer_supported(candidate, top)
+        check_per_layer_supported(candidate, top, reference)
     if prompts < 0 or max_new_tokens < 1:
         raise BadInput("--prompts must be >= 0 and --max-new-tokens >= 1")
     started = time.perf_counter()
