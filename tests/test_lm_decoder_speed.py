@@ -86,6 +86,24 @@ def test_buffers_grow_mid_sequence_without_changing_a_token(folders, monkeypatch
     np.testing.assert_allclose(fast_logits, plain_logits, atol=1e-4)
 
 
+def test_a_reserved_cache_holds_the_context_used_and_decodes_alike(folders):
+    from toolkit.lm.generate import generate_ids
+    from toolkit.lm.model import open_lm
+
+    plain = open_decoder(folders["int4"], shared=False)
+    prompt = prompt_of(plain)
+    plain_logits, plain_tokens = greedy(plain, prompt)
+    fast = open_decoder(folders["int4"])
+    fast.reserve(len(prompt) + STEPS + 1)
+    fast_logits, fast_tokens = greedy(fast, prompt)
+    assert fast.cache.capacity == len(prompt) + STEPS + 1  # not the 256 it doubles from unreserved
+    assert fast_tokens == plain_tokens
+    np.testing.assert_allclose(fast_logits, plain_logits, atol=1e-4)
+    lm = open_lm(folders["int4"])  # generation reserves the prompt plus the tokens asked for
+    assert list(generate_ids(lm, list(prompt), 5, stop_at_eos=False)) == plain_tokens[:5]
+    assert lm.decoder.cache.capacity == len(prompt) + 5
+
+
 def test_reset_all_logits_and_returned_logits_are_the_callers(folders):
     decoder = open_decoder(folders["int4"])
     prompt = prompt_of(decoder)

@@ -920,9 +920,10 @@ class LiteRtLmDecoder:
 
 
 def page_out_mappings(folder: str) -> None:
-    """madvise(MADV_PAGEOUT) this process's mappings of the model folder's files, as the host's
-    toolkit/lm/mapped_pages.py does after loading: onnxruntime keeps MatMulNBits' scales mapped
-    after prepacking them. Reclaiming never loses data; Linux 5.4+ only, else nothing happens."""
+    """madvise(MADV_PAGEOUT), then MADV_RANDOM, this process's mappings of the model folder's files, as
+    the host's toolkit/lm/mapped_pages.py does after loading: onnxruntime keeps MatMulNBits' scales
+    mapped after prepacking them, and reads the int4 embedding table a row at a time, where readahead
+    would bring in 128 KiB a row. Reclaiming never loses data; Linux 5.4+ only, else nothing happens."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -940,6 +941,7 @@ def page_out_mappings(folder: str) -> None:
         if len(fields) == 6 and fields[5].startswith(prefix):
             start, end = (int(value, 16) for value in fields[0].split("-"))
             libc.madvise(start, end - start, 21)  # MADV_PAGEOUT
+            libc.madvise(start, end - start, 1)  # MADV_RANDOM
 
 
 def command_lm(args) -> None:

@@ -130,14 +130,15 @@ def measure(request: dict) -> dict:
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, request["vocab_size"], size=request["prompt_tokens"], dtype=np.int64)
     ttft, decode, tokens = [], [], []
+    decoder.reserve(request["prompt_tokens"] + request["new_tokens"])
     for run in range(request["warmup"] + request["runs"]):
         decoder.reset()
         start = time.perf_counter()
-        token = int(np.argmax(decoder.forward(prompt)))
+        token = int(np.argmax(decoder.forward(prompt, copy=False)))
         first = time.perf_counter()
         tokens = [token]
         for _ in range(request["new_tokens"] - 1):
-            token = int(np.argmax(decoder.forward([token])))
+            token = int(np.argmax(decoder.forward([token], copy=False)))
             tokens.append(token)
         end = time.perf_counter()
         if run >= request["warmup"]:

@@ -23,14 +23,15 @@ def generate_ids(lm: LanguageModel, prompt_ids: list[int], max_new_tokens: int,
     rng = np.random.default_rng(sampling.seed)
     if lm.context is not None:
         max_new_tokens = min(max_new_tokens, lm.context - len(prompt_ids))
+    lm.decoder.reserve(len(prompt_ids) + max_new_tokens)
     lm.decoder.reset()
-    logits = lm.decoder.forward(prompt_ids)
+    logits = lm.decoder.forward(prompt_ids, copy=False)  # read at once, by next_token
     for produced in range(max_new_tokens):
         token = next_token(logits, sampling, rng)
         yield token
         if (stop_at_eos and token in lm.eos_ids) or produced == max_new_tokens - 1:
             return
-        logits = lm.decoder.forward([token])
+        logits = lm.decoder.forward([token], copy=False)
 
 
 def generate(model, prompt: str, *, max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0,

@@ -268,6 +268,9 @@ class LiteRtDecoder:
         self.signatures.reset()
         self.past_length = 0
 
+    def reserve(self, tokens: int) -> None:
+        """Nothing to size: the export fixed the cache's length (KvDecoder.reserve sizes its buffers)."""
+
     @property
     def past(self) -> dict:
         """A copy of the KV cache arrays (named as KvDecoder names its cache, for code that measures it)."""
@@ -297,8 +300,9 @@ class LiteRtDecoder:
             done += count
         return np.concatenate(pieces)
 
-    def forward(self, token_ids) -> np.ndarray:
-        """Feed new tokens after the cached ones; returns the logits of the last one (vocab,)."""
+    def forward(self, token_ids, copy: bool = True) -> np.ndarray:
+        """Feed new tokens after the cached ones; returns the logits of the last one (vocab,), the
+        caller's to keep whatever `copy` says (KvDecoder.forward's `copy=False` returns a reused buffer)."""
         ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
         if ids.size == 0:
             raise BadInput("the prompt is empty: it tokenizes to no tokens")

@@ -8,7 +8,11 @@ weights + KV cache: 1.42x with them, 1.28x without). `madvise(MADV_PAGEOUT)` ask
 reclaim those pages now. It never loses data: clean file pages are re-read from the file on the
 next touch, and private pages a process wrote to go to swap (or stay) rather than being dropped;
 a page onnxruntime does read during decode (the int4 embedding table) simply comes back.
-Linux 5.4+ only; elsewhere, or on an older kernel, it does nothing.
+
+The same mappings are then advised `MADV_RANDOM`: the embedding table is read a row per token, and
+the kernel's readahead would otherwise bring 128 KiB of the file in around each row it faults
+(5.0 MiB of the 55M model's 10 MiB table resident after a 64-token prompt; 2.7 MiB with the advice,
+decode speed unchanged). Linux 5.4+ only; elsewhere, or on an older kernel, it does nothing.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+MADV_RANDOM = 1
 MADV_PAGEOUT = 21
 
 
 def page_out_mappings(folder: Path) -> int:
-    """madvise(MADV_PAGEOUT) every mapping of a file inside `folder`; returns the bytes advised."""
+    """madvise(MADV_PAGEOUT), then MADV_RANDOM, every mapping of a file inside `folder`; returns the
+    bytes paged out."""
     if not sys.platform.startswith("linux"):
         return 0
     import ctypes
@@ -42,5 +48,6 @@ def page_out_mappings(folder: Path) -> int:
             start, end = (int(value, 16) for value in fields[0].split("-"))
             if libc.madvise(start, end - start, MADV_PAGEOUT) == 0:
                 advised += end - start
+            libc.madvise(start, end - start, MADV_RANDOM)
     logger.debug("paged out %d bytes of %s's mappings", advised, folder)
     return advised

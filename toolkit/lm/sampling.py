@@ -26,9 +26,9 @@ class Sampling:
 
 
 def next_token(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:
-    logits = np.asarray(logits, dtype=np.float64)
     if sampling.temperature == 0:
-        return int(np.argmax(logits))
+        return int(np.argmax(logits))  # the float64 copy below would pick the same index
+    logits = np.asarray(logits, dtype=np.float64)
     scaled = logits / sampling.temperature
     order = np.argsort(-scaled, kind="stable")
     if sampling.top_k:
