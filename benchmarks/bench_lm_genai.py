@@ -17,7 +17,8 @@ greedy tokens (no early stop), 1 thread and all threads, taking turns over ROUND
   - edgeward_model_genai_runtime: Edgeward's int4 model through genai's runtime (the folder keeps
     genai_config.json): model against model, same runtime;
   - genai_model_edgeward_loop: genai's model through Edgeward's loop: loop against runtime, same model.
-Medians are compared; the ratios within one run of the script are what counts on a shared machine.
+Medians are compared, and for the issue's ratio also the median of the per-round ratios (a round's four
+measurements run back to back); the ratios within one run of the script are what counts on a shared machine.
 
 Run: .venv/bin/python benchmarks/bench_lm_genai.py [FOLDER-OF-AN-EARLIER-RUN]
 (needs `pip install onnxruntime-genai==0.15.2 --no-deps`; results: benchmarks/results/lm_genai.json/.md)
@@ -40,7 +41,7 @@ from benchmarks.common import write_results  # noqa: E402
 
 PROMPT_TOKENS = 64
 NEW_TOKENS = 64
-ROUNDS = 7
+ROUNDS = 11
 TIMED_RUNS = 5  # per measurement, after one warm-up; the median is kept
 BLOCK = 32
 
@@ -95,13 +96,14 @@ def edgeward_generate(folder: Path, threads: int):
     ids = np.random.default_rng(0).integers(10, 30000, size=PROMPT_TOKENS).astype(np.int64)
 
     def steps():
-        token = int(np.argmax(decoder.forward(ids)))
+        token = int(np.argmax(decoder.forward(ids, copy=False)))
         yield
         for _ in range(NEW_TOKENS - 1):
-            token = int(np.argmax(decoder.forward([token])))
+            token = int(np.argmax(decoder.forward([token], copy=False)))
             yield
 
-    def run():
+    def run():  # the cache is sized for the prompt + new tokens, as genai's generator's
+        decoder.reserve(PROMPT_TOKENS + NEW_TOKENS)
         decoder.reset()
         return steps()
 
@@ -181,8 +183,10 @@ def main() -> None:
     for threads in (1, os.cpu_count()):
         measured = {name: [] for name in MEASUREMENTS}
         load_before = os.getloadavg()
-        for _ in range(ROUNDS):
-            for name, (loop, model) in MEASUREMENTS.items():
+        names = list(MEASUREMENTS)
+        for round_index in range(ROUNDS):  # each round starts with the next measurement: no fixed slot
+            for name in names[round_index % len(names):] + names[:round_index % len(names)]:
+                loop, model = MEASUREMENTS[name]
                 measured[name].append(measure(loop, work / model, threads))
         row = {"threads": threads, "load_before": [round(x, 2) for x in load_before],
                "load_after": [round(x, 2) for x in os.getloadavg()]}
@@ -192,20 +196,29 @@ def main() -> None:
             row[name]["runs"] = runs
         for ratio, (top, bottom, _) in RATIOS.items():
             row[ratio] = round(row[top]["decode_tokens_per_s"] / row[bottom]["decode_tokens_per_s"], 3)
+            # the same ratio within each round (its four measurements ran back to back), then the median:
+            # the machine's speed drifts between rounds (a third either way here), less within one
+            row[ratio + "_paired"] = round(statistics.median(
+                a["decode_tokens_per_s"] / b["decode_tokens_per_s"] for a, b in zip(measured[top], measured[bottom],
+                                                                                     strict=True)), 3)
             row[ratio + "_cpu"] = round(row[bottom]["decode_cpu_ms_per_token"] / row[top]["decode_cpu_ms_per_token"], 3)
         row["ttft_ratio"] = round(row["edgeward"]["ttft_ms"] / row["genai"]["ttft_ms"], 3)
         rows.append(row)
     sizes = {"edgeward": folder_mb(work / "edgeward-int4", "model.onnx*"),
              "genai": folder_mb(work / "genai-int4", "model.onnx*")}
     lines = ["Decode tokens/s (median of the rounds; wall time), ratios by wall time and by CPU time per token "
-             "(this process's CPU time: less disturbed by other work on a shared machine), time to first token:", "",
-             "| threads | Edgeward model + loop | genai model + runtime | **ratio (target >= 1.0)** wall / CPU | "
+             "(this process's CPU time: less disturbed by other work on a shared machine) and, for the issue's ratio, "
+             "paired (the median of the ratios within each round, whose measurements ran back to back), time to "
+             "first token:", "",
+             "| threads | Edgeward model + loop | genai model + runtime | **ratio (target >= 1.0)** wall / CPU / "
+             "paired | "
              "Edgeward model, genai runtime | model ratio wall / CPU | genai model, Edgeward loop | "
              "loop ratio wall / CPU | Edgeward TTFT ms | genai TTFT ms | TTFT ratio | load (1 min) before/after |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         rate = {name: row[name]["decode_tokens_per_s"] for name in MEASUREMENTS}
         both = {ratio: f"{row[ratio]:.2f}x / {row[ratio + '_cpu']:.2f}x" for ratio in RATIOS}
+        both["decode_ratio"] += f" / {row['decode_ratio_paired']:.2f}x"
         lines.append(f"| {row['threads']} | {rate['edgeward']:.1f} | {rate['genai']:.1f} | "
                      f"**{both['decode_ratio']}** | {rate['edgeward_model_genai_runtime']:.1f} | "
                      f"{both['model_ratio']} | {rate['genai_model_edgeward_loop']:.1f} | {both['loop_ratio']} | "
@@ -216,7 +229,8 @@ def main() -> None:
               f"{edgeward_build_s} (export + int4), genai builder {genai_build_s} (None: built by an earlier run)",
               f"Qwen2-style decoder (hidden 512, 8 layers, vocab 32000, random weights), {PROMPT_TOKENS}-token prompt, "
               f"{NEW_TOKENS} new tokens, int4 block {BLOCK}; medians of {ROUNDS} rounds, each measurement in a fresh "
-              f"process (the median of {TIMED_RUNS} runs after one warm-up), the four taking turns. The machine "
+              f"process (the median of {TIMED_RUNS} runs after one warm-up), the four taking turns, each round starting with the next "
+              f"of them. The machine "
               f"({os.cpu_count()} cores) is shared: load averages (uptime) are in the table."]
     write_results("lm_genai", {"model": "qwen2 h512 l8 kv2 vocab32000", "block_size": BLOCK, "sizes_mb": sizes,
                                "build_s": {"edgeward": edgeward_build_s, "genai": genai_build_s},

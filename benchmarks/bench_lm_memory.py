@@ -7,7 +7,8 @@ comparison the same graph saved inline (one model.onnx, what quantize wrote befo
 measurement runs in a fresh process:
 
 1. baseline: numpy, onnxruntime and the device runner imported and a trivial session (one Add)
-   created and run, so the interpreter, the runtime's code and its thread pool are counted; VmHWM read;
+   created and run, so the interpreter, the runtime's code and its thread pool are counted; the imports'
+   garbage collected and trimmed and the peak restarted (`settled_baseline`); VmHWM read;
 2. the decoder session opened with the session options under test, a 64-token prompt and 64 greedy
    tokens decoded (1 warm-up + timed runs) through the device runner's own decode loop
    (toolkit/devices/runner.py `LmDecoder`), either as it is (every prompt position's logits) or fed
@@ -19,7 +20,7 @@ the float tensors left) plus the KV cache of the context used (prompt + new toke
 tried: the defaults, onnxruntime's CPU arena off (`enable_cpu_mem_arena`), memory patterns off
 (`enable_mem_pattern`), initializers outside the arena (`session.use_device_allocator_for_initializers`) and,
 and the model file's mappings not paged out after loading (every other row pages them out, as
-toolkit.lm.decoder.open_session does: toolkit/lm/mapped_pages.py, madvise MADV_PAGEOUT);
+toolkit.lm.decoder.open_session does: toolkit/lm/mapped_pages.py, madvise MADV_PAGEOUT then MADV_RANDOM);
 decode tokens/s is measured in the same runs.
 
 Two more variants of the same weights: 'prepacked', a copy onnxruntime saved with
@@ -119,6 +120,27 @@ def vm(key: str) -> float:
     raise RuntimeError(f"no {key} in /proc/self/status")
 
 
+def settled_baseline() -> float:
+    """The baseline's resident MiB once the imports' garbage is collected and given back (gc, then glibc's
+    malloc_trim) and the peak restarted from there (/proc/self/clear_refs 5). Without it the baseline
+    moved with what the imports left in the heap: 72.6 MiB when runner.py was compiled afresh (its .pyc
+    stale), 68.6 MiB when read from its .pyc; the heap the first left free was then reused by the model's
+    own allocations unseen, and the model's share looked 4 MiB smaller."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return vm("VmHWM")
+
+
 def child(request: dict) -> dict:
     """In a fresh process: the baseline, then the decoder under the requested session options."""
     import importlib.util
@@ -152,7 +174,8 @@ def child(request: dict) -> dict:
     spec = importlib.util.spec_from_file_location("edgeward_runner", ROOT / "toolkit" / "devices" / "runner.py")
     runner = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(runner)  # its imports (hashlib: libcrypto, 3.3 MiB) are not the model's
-    baseline_mb, baseline_rss_mb = vm("VmHWM"), vm("VmRSS")
+    baseline_mb = settled_baseline()
+    baseline_rss_mb = vm("VmRSS")
     baseline_kinds = resident_by_kind(request["model"])
 
     started = time.perf_counter()
@@ -211,7 +234,7 @@ def genai_child(request: dict) -> dict:
     import numpy as np
     import onnxruntime_genai as og
 
-    baseline_mb, baseline_kinds = vm("VmHWM"), resident_by_kind(request["model"])
+    baseline_mb, baseline_kinds = settled_baseline(), resident_by_kind(request["model"])
     model = og.Model(request["folder"])
     after_load_mb = vm("VmRSS")
     ids = np.random.default_rng(0).integers(10, request["vocab_size"] - 10, size=PROMPT_TOKENS).astype(np.int32)
@@ -445,7 +468,9 @@ def where_it_goes(rows: list[dict]) -> list[str]:
         f"{best['kv_cache_bytes_context'] / 2**20:.1f} MiB of KV), resident after decoding: anonymous "
         f"{kinds['anonymous_mb']} MiB (MatMulNBits' prepacked int8-compute weights, activations, the cache), "
         f"pages of model.onnx.data {kinds['model_files_mb']} MiB (the int4 embedding table and its scales, "
-        f"{pages.get('embedding', 0.0)} MiB, which GatherBlockQuantized reads from the mapped file; "
+        f"{pages.get('embedding', 0.0)} MiB, which GatherBlockQuantized reads from the mapped file a row per "
+        "token; the mappings are advised MADV_RANDOM after loading, so each row's fault brings in its own page, "
+        "not the 128 KiB of readahead around it: 5.0 MiB of the table were resident without the advice; "
         f"MatMulNBits' scales, {pages.get('scales', 0.0)} MiB, which onnxruntime maps, reads while prepacking "
         "and keeps mapped, a duplicate of what the prepacked copies hold, which open_session pages out after "
         "loading; the int4 blocks it maps too, but unmaps after prepacking them), "
@@ -456,8 +481,9 @@ def where_it_goes(rows: list[dict]) -> list[str]:
         f"- Options (against the default's {best['model_share_mb']} MiB): {effects}. No session option "
         "changes the peak by more than the run-to-run noise (a few MiB between runs of this script); open_session "
         "keeps onnxruntime's defaults. What moves the peak is paging the model file's mappings out after loading "
-        "(madvise MADV_PAGEOUT, toolkit/lm/mapped_pages.py, which open_session and the device runner do on "
-        "Linux): without it ('no page-out after load') MatMulNBits' scales stay resident twice.",
+        "and advising them random access (madvise MADV_PAGEOUT, then MADV_RANDOM: toolkit/lm/mapped_pages.py, "
+        "which open_session and the device runner do on Linux): without both ('no page-out after load') "
+        "MatMulNBits' scales stay resident twice and readahead brings in more of the embedding table.",
     ]
 
 
