@@ -76,7 +76,6 @@ class KvDecoder:
         if self.shares_buffer:  # the buffers are kept: the attention mask says how much of them is filled
             if self.cache is None:
                 self.cache = CacheBuffers(self)
-                self.cache.planned = self.planned
         else:
             self.cache = None
             self._past = {name: self._empty(spec) for name, spec in self.past_specs.items()}
@@ -85,8 +84,6 @@ class KvDecoder:
         """Size the share-buffer cache for `tokens` positions (the prompt plus the new tokens) when it is
         next allocated, rather than doubling it from MIN_CAPACITY: the cache then holds the context used."""
         self.planned = int(tokens)
-        if self.cache is not None:
-            self.cache.planned = self.planned
 
     @property
     def past(self) -> dict:
@@ -194,7 +191,6 @@ class CacheBuffers:
         self.decoder = decoder
         self.binding = decoder.session.io_binding()
         self.capacity = 0
-        self.planned: int | None = None  # KvDecoder.reserve: the first allocation's size
         self.buffers: dict[str, np.ndarray] = {}
         self.mask = np.ones((1, 0), dtype=np.int64)
         self.mask_start, self.mask_values = 0, []  # OrtValues of mask[:, :n], n from mask_start on
@@ -211,7 +207,7 @@ class CacheBuffers:
         capped at the context."""
         from onnxruntime import OrtValue
 
-        capacity = max(self.planned or self.MIN_CAPACITY, self.capacity)
+        capacity = max(self.decoder.planned or self.MIN_CAPACITY, self.capacity)
         while capacity < needed:
             capacity *= 2
         if self.decoder.context is not None:
@@ -246,10 +242,10 @@ class CacheBuffers:
         """The attention mask [1, total] as an OrtValue over the mask buffer, made MASK_BLOCK lengths at a
         time: binding one made ahead takes about a third of making it at the step (16 against 50-70 µs
         measured, the interpreter's caches cold after each run), a few percent of a decode step."""
-        from onnxruntime import OrtValue
-
         index = total - self.mask_start
         if not 0 <= index < len(self.mask_values):
+            from onnxruntime import OrtValue
+
             self.mask_start, index = total, 0
             self.mask_values = [OrtValue.ortvalue_from_numpy(self.mask[:, :length])
                                 for length in range(total, min(total + self.MASK_BLOCK, self.capacity + 1))]
