@@ -180,6 +180,26 @@ def test_rows_read_after_the_page_out_come_back_without_readahead(tmp_path):
     assert mapped_resident_kib(tmp_path) <= 16 * 16
 
 
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+def test_pages_read_while_loading_are_given_back_before_loading_ends(tmp_path):
+    # onnxruntime keeps the int4 blocks it has prepacked mapped to the end of loading: pages read early
+    # in the body are paged out while it still runs, and read right afterwards
+    import time
+
+    from toolkit.lm.mapped_pages import paged_out_while_loading
+
+    weights = np.random.default_rng(0).standard_normal(4 << 20).astype(np.float32)  # 16 MiB
+    weights.tofile(tmp_path / "model.onnx.data")
+    with paged_out_while_loading(tmp_path, interval_s=0.002):
+        mapped = np.memmap(tmp_path / "model.onnx.data", dtype=np.float32, mode="r")
+        assert float(mapped.sum()) == pytest.approx(float(weights.sum()), rel=1e-4)  # every page touched
+        deadline = time.monotonic() + 5
+        while mapped_resident_kib(tmp_path) > 4 * 1024 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert mapped_resident_kib(tmp_path) <= 4 * 1024  # of 16 MiB, with the body still running
+    np.testing.assert_array_equal(np.asarray(mapped), weights)
+
+
 def test_decoding_after_open_session_pages_out_is_unchanged(int4):
     from toolkit.lm.decoder import KvDecoder, open_session
     from toolkit.lm.model import open_lm

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import platform
@@ -581,7 +582,9 @@ def throttling(before: dict, after: dict) -> bool | None:
     return None
 
 
-def open_model(path: str, threads: int | None, all_tensors: bool = False):
+def open_model(path: str, threads: int | None, all_tensors: bool = False, page_out: bool = False):
+    """The model in its runtime; `page_out`: the model folder's mappings paged out as an ONNX model
+    loads and after (a language model's int4 weights file, see page_out_mappings)."""
     model_format = "tflite" if path.lower().endswith(".tflite") else "onnx"
     if all_tensors and model_format != "tflite":
         raise RunnerError("bad_input", "--all-tensors is for .tflite models (expose an ONNX model's node "
@@ -590,7 +593,11 @@ def open_model(path: str, threads: int | None, all_tensors: bool = False):
     baseline_mb = proc_status_mb("VmRSS")  # Python and numpy, before the runtime is imported
     start = time.perf_counter()
     try:
-        model = OnnxModel(path, threads) if model_format == "onnx" else TfliteModel(path, threads, numpy, all_tensors)
+        if model_format == "onnx":
+            with paged_out_while_loading(os.path.dirname(os.path.abspath(path)) if page_out else None):
+                model = OnnxModel(path, threads)
+        else:
+            model = TfliteModel(path, threads, numpy, all_tensors)
     except RunnerError:
         raise
     except Exception as error:
@@ -919,11 +926,11 @@ class LiteRtLmDecoder:
         return logits
 
 
-def page_out_mappings(folder: str) -> None:
+def page_out_mappings(folder: str, random_access: bool = True) -> None:
     """madvise(MADV_PAGEOUT), then MADV_RANDOM, this process's mappings of the model folder's files, as
-    the host's toolkit/lm/mapped_pages.py does after loading: onnxruntime keeps MatMulNBits' scales
-    mapped after prepacking them, and reads the int4 embedding table a row at a time, where readahead
-    would bring in 128 KiB a row. Reclaiming never loses data; Linux 5.4+ only, else nothing happens."""
+    the host's toolkit/lm/mapped_pages.py does: onnxruntime keeps MatMulNBits' scales mapped after
+    prepacking them, and reads the int4 embedding table a row at a time, where readahead would bring in
+    128 KiB a row. Reclaiming never loses data; Linux 5.4+ only, else nothing happens."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -941,7 +948,34 @@ def page_out_mappings(folder: str) -> None:
         if len(fields) == 6 and fields[5].startswith(prefix):
             start, end = (int(value, 16) for value in fields[0].split("-"))
             libc.madvise(start, end - start, 21)  # MADV_PAGEOUT
-            libc.madvise(start, end - start, 1)  # MADV_RANDOM
+            if random_access:
+                libc.madvise(start, end - start, 1)  # MADV_RANDOM
+
+
+@contextlib.contextmanager
+def paged_out_while_loading(folder: str | None, interval_s: float = 0.002):
+    """`folder`'s mappings paged out every `interval_s` while onnxruntime loads (it releases the GIL),
+    then once more with MADV_RANDOM: prepacked int4 blocks otherwise stay resident to the end of
+    loading, beside their copies (the host's toolkit/lm/mapped_pages.py, measured there)."""
+    if folder is None or not sys.platform.startswith("linux"):
+        yield
+        return
+    import threading
+
+    done = threading.Event()
+
+    def keep_paging_out():
+        while not done.wait(interval_s):
+            page_out_mappings(folder, random_access=False)
+
+    pager = threading.Thread(target=keep_paging_out, daemon=True)
+    pager.start()
+    try:
+        yield
+    finally:
+        done.set()
+        pager.join()
+        page_out_mappings(folder)
 
 
 def command_lm(args) -> None:
@@ -952,12 +986,9 @@ def command_lm(args) -> None:
     if args.context and args.prompt_tokens + args.new_tokens > args.context:
         raise RunnerError("bad_input", f"{args.prompt_tokens} prompt + {args.new_tokens} new tokens do not fit "
                                        f"the model's context of {args.context} tokens", EXIT_BAD_INPUT)
-    model, np = open_model(args.model, args.threads)
-    if model.format == "tflite":
-        decoder = LiteRtLmDecoder(model.interpreter, np)
-    else:
-        decoder = LmDecoder(model.session, np, args.head_dim)
-        page_out_mappings(os.path.dirname(os.path.abspath(args.model)))
+    model, np = open_model(args.model, args.threads, page_out=True)
+    decoder = (LiteRtLmDecoder(model.interpreter, np) if model.format == "tflite"
+               else LmDecoder(model.session, np, args.head_dim))
     say("loaded", runtime=model.runtime, delegate=model.delegate, threads=model.threads,
         load_ms=round(model.load_ms, 3))
     prompt = np.random.default_rng(0).integers(0, args.vocab_size, size=args.prompt_tokens, dtype=np.int64)

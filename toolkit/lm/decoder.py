@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import BadInput, Unsupported
-from toolkit.lm.mapped_pages import page_out_mappings
+from toolkit.lm.mapped_pages import paged_out_while_loading
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +37,8 @@ def open_session(model_path: Path, threads: int | None = None):
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    page_out_mappings(Path(model_path).parent)  # what prepacking read and onnxruntime keeps mapped
-    return session
+    with paged_out_while_loading(Path(model_path).parent):  # what prepacking read and onnxruntime keeps mapped
+        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
 class KvDecoder:
