@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,7 +64,10 @@ def genai_generate(folder: Path, threads: int):
         if config["model"].get(key) is None:
             config["model"][key] = 1  # "<eos>" in the benchmark's tokenizer; min_length keeps it from stopping
     (scratch / "genai_config.json").write_text(json.dumps(config, indent=2))
-    model = og.Model(str(scratch))
+    try:
+        model = og.Model(str(scratch))  # its sessions are made: the links are no longer read
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     ids = np.random.default_rng(0).integers(10, 30000, size=PROMPT_TOKENS).astype(np.int32)
 
     def steps(generator):
