@@ -38,9 +38,17 @@ MADV_PAGEOUT = 21
 LOADING_INTERVAL_S = 0.002
 
 
-def page_out_mappings(folder: Path, random_access: bool = True) -> int:
-    """madvise(MADV_PAGEOUT), then MADV_RANDOM (unless `random_access` is False), every mapping of a
-    file inside `folder`; returns the bytes paged out."""
+def page_out_mappings(folder: Path) -> int:
+    """madvise(MADV_PAGEOUT), then MADV_RANDOM, every mapping of a file inside `folder`; returns the
+    bytes paged out."""
+    advised = advise_mappings(folder, random_access=True)
+    logger.debug("paged out %d bytes of %s's mappings", advised, folder)
+    return advised
+
+
+def advise_mappings(folder: Path, random_access: bool) -> int:
+    """MADV_PAGEOUT, then MADV_RANDOM if `random_access`, every mapping of a file inside `folder`, without
+    a log line (the loading loop calls it every few milliseconds); returns the bytes paged out."""
     if not sys.platform.startswith("linux"):
         return 0
     import ctypes
@@ -61,7 +69,6 @@ def page_out_mappings(folder: Path, random_access: bool = True) -> int:
                 advised += end - start
             if random_access:
                 libc.madvise(start, end - start, MADV_RANDOM)
-    logger.debug("paged out %d bytes of %s's mappings", advised, folder)
     return advised
 
 
@@ -77,7 +84,7 @@ def paged_out_while_loading(folder: Path, interval_s: float = LOADING_INTERVAL_S
 
     def keep_paging_out():
         while not done.wait(interval_s):
-            page_out_mappings(folder, random_access=False)
+            advise_mappings(folder, random_access=False)
 
     pager = threading.Thread(target=keep_paging_out, name="edgeward-page-out", daemon=True)
     pager.start()
