@@ -210,11 +210,11 @@ def child(request: dict) -> dict:
             token = int(np.argmax(decoder.forward([token])))
         if run:
             rates.append((NEW_TOKENS - 1) / (time.perf_counter() - first))
-    kinds = resident_by_kind(request["model"])
+    kinds, decode_peak_mb = resident_by_kind(request["model"]), vm("VmHWM")
     return {"baseline_peak_mb": round(baseline_mb, 1), "baseline_rss_mb": round(baseline_rss_mb, 1),
             "resident_after_decode_over_baseline": {key: round(kinds[key] - baseline_kinds[key], 1) for key in kinds},
-            "rss_after_load_mb": round(after_load_mb, 1), "decode_peak_mb": round(vm("VmHWM"), 1),
-            "peak_rss_mb": round(max(load_peak_mb, vm("VmHWM")), 1), "load_peak_mb": round(load_peak_mb, 1),
+            "rss_after_load_mb": round(after_load_mb, 1), "decode_peak_mb": round(decode_peak_mb, 1),
+            "peak_rss_mb": round(max(load_peak_mb, decode_peak_mb), 1), "load_peak_mb": round(load_peak_mb, 1),
             "model_file_pages_mb": model_file_pages(request["model"], tensor_spans(request["model"])),
             "load_ms": round(load_ms, 1), "decode_tokens_per_s": round(float(np.median(rates)), 2),
             "kv_cache_bytes": int(sum(value.nbytes for value in decoder.past.values()))}

@@ -24,6 +24,7 @@ decoding's 39 MiB; the load took 114-143 ms, as before within this machine's noi
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 import threading
@@ -51,14 +52,11 @@ def advise_mappings(folder: Path, random_access: bool) -> int:
     a log line (the loading loop calls it every few milliseconds); returns the bytes paged out."""
     if not sys.platform.startswith("linux"):
         return 0
-    import ctypes
-
     try:
         maps = Path("/proc/self/maps").read_text()
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = c_library()
     except OSError:
         return 0
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     prefix = str(Path(folder).resolve()) + "/"
     advised = 0
     for line in maps.splitlines():
@@ -70,6 +68,17 @@ def advise_mappings(folder: Path, random_access: bool) -> int:
             if random_access:
                 libc.madvise(start, end - start, MADV_RANDOM)
     return advised
+
+
+@functools.cache
+def c_library():
+    """The C library with madvise's argument types set, loaded once (the loading loop calls madvise
+    every few milliseconds)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
 
 
 @contextlib.contextmanager
