@@ -7,12 +7,14 @@ and `present.N.key/value`, which become the next step's past.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from toolkit.errors import BadInput, Unsupported
+from toolkit.lm.huge_pages import huge_pages_for_what_loads
 from toolkit.lm.mapped_pages import paged_out_while_loading
 
 logger = logging.getLogger(__name__)
@@ -25,8 +27,9 @@ KEEP_LAST = np.ones(1, dtype=np.int64)
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": np.float32}
 
 
-def open_session(model_path: Path, threads: int | None = None):
-    """An onnxruntime CPU session on a checked ONNX file."""
+def open_session(model_path: Path, threads: int | None = None, huge_pages: bool = True):
+    """An onnxruntime CPU session on a checked ONNX file; with `huge_pages`, what it loads into memory is
+    collapsed into transparent huge pages in the background (toolkit/lm/huge_pages.py)."""
     import onnxruntime as ort
 
     from toolkit.safety.onnx import check_onnx_file
@@ -37,7 +40,8 @@ def open_session(model_path: Path, threads: int | None = None):
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    with paged_out_while_loading(Path(model_path).parent):  # what prepacking read and onnxruntime keeps mapped
+    with (huge_pages_for_what_loads() if huge_pages else contextlib.nullcontext(),
+          paged_out_while_loading(Path(model_path).parent)):  # what prepacking read and onnxruntime keeps mapped
         return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
