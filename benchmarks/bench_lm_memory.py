@@ -12,7 +12,8 @@ measurement runs in a fresh process:
    are counted; the imports' garbage collected and trimmed and the peak restarted (`settled_baseline`);
    VmHWM read;
 2. the decoder session opened with the session options under test (and, as open_session does, the
-   model file's mappings paged out while it loads and after); VmHWM read (loading's peak) and restarted;
+   model file's mappings paged out while it loads and after, and what it loaded collapsed into huge
+   pages: toolkit/lm/huge_pages.py); VmHWM read (loading's peak) and restarted;
    a 64-token prompt and 64 greedy tokens decoded (1 warm-up + timed runs) through the device runner's
    own decode loop (toolkit/devices/runner.py `LmDecoder`), either as it is (every prompt position's
    logits) or fed `logits_to_keep` = [1] (the last position's); VmHWM read again (decoding's peak),
@@ -23,8 +24,9 @@ The model's share is peak − baseline, the peak the higher of loading's and dec
 the float tensors left) plus the KV cache of the context used (prompt + new tokens). Session options
 tried: the defaults, onnxruntime's CPU arena off (`enable_cpu_mem_arena`), memory patterns off
 (`enable_mem_pattern`), initializers outside the arena (`session.use_device_allocator_for_initializers`) and,
-and the model file's mappings not paged out (every other row pages them out while loading and after, as
-toolkit.lm.decoder.open_session does: toolkit/lm/mapped_pages.py, madvise MADV_PAGEOUT then MADV_RANDOM);
+and the model file's mappings not paged out nor the loaded memory collapsed (every other row pages them
+out while loading and after and collapses, as toolkit.lm.decoder.open_session does:
+toolkit/lm/mapped_pages.py, madvise MADV_PAGEOUT then MADV_RANDOM; toolkit/lm/huge_pages.py);
 decode tokens/s is measured in the same runs.
 
 Two more variants of the same weights: 'prepacked', a copy onnxruntime saved with
@@ -187,11 +189,13 @@ def child(request: dict) -> dict:
     baseline_rss_mb = vm("VmRSS")
     baseline_kinds = resident_by_kind(request["model"])
 
+    from toolkit.lm.huge_pages import huge_pages_for_what_loads
     from toolkit.lm.mapped_pages import paged_out_while_loading
 
     started = time.perf_counter()
-    with (paged_out_while_loading(Path(request["model"]).parent) if request.get("page_out", True)  # open_session's
-          else contextlib.nullcontext()):
+    page_out = request.get("page_out", True)
+    with (huge_pages_for_what_loads() if page_out else contextlib.nullcontext(),  # as open_session does
+          paged_out_while_loading(Path(request["model"]).parent) if page_out else contextlib.nullcontext()):
         session = ort.InferenceSession(request["model"], session_options(), providers=["CPUExecutionProvider"])
     load_ms = (time.perf_counter() - started) * 1000
     load_peak_mb = vm("VmHWM")
