@@ -172,7 +172,8 @@ def main() -> None:
     edgeward_build_s = genai_build_s = None
     if not (work / "edgeward-int4").is_dir():
         started = time.perf_counter()
-        export(str(work / "hf"), "onnx", work / "fp32")
+        if not (work / "fp32").is_dir():  # an earlier run's export is reused: quantize is what changes
+            export(str(work / "hf"), "onnx", work / "fp32")
         quantize(work / "fp32", "int4-weight", work / "edgeward-int4", block_size=BLOCK)
         edgeward_build_s = round(time.perf_counter() - started, 1)
     if not (work / "genai-int4" / "genai_config.json").is_file():

@@ -131,7 +131,9 @@ def test_int4_block_quantization_covers_the_lm_head_and_still_generates(qwen2_in
     assert result.manifest["quantization"]["block_size"] == 64
     graph = onnx.load(str(result.model_path)).graph
     nbits = [node for node in graph.node if node.op_type == "MatMulNBits"]
-    assert len(nbits) == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer, plus the LM head
+    # per layer q+k+v and gate+up, which read one input, in one each (toolkit/lm/onnx_merged_matmuls.py), o and
+    # down; plus the LM head
+    assert len(nbits) == 2 * 4 + 1 and result.manifest["quantization"]["merged_matmulnbits"] == 2 * 2
     assert any(node.attribute and "lm_head" in node.name for node in nbits)
     assert result.size_ratio < 0.8
     float_lm, int4_lm = open_lm(float_dir), open_lm(result.out_dir)

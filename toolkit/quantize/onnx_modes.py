@@ -488,6 +488,11 @@ def int4_weight(model_path: Path, out_path: Path, *, workdir: Path, exclude_node
         )
         quantizer.process()
     quantized = quantizer.model.model
+    merged = 0
+    if accuracy_level is not None:  # a decoder's gate and up projections: one MatMulNBits a layer
+        from toolkit.lm.onnx_merged_matmuls import merge_shared_input_matmuls
+
+        merged = merge_shared_input_matmuls(quantized)
     count = sum(1 for node in all_nodes(quantized.graph) if node.op_type == "MatMulNBits")
     gathers = sum(1 for node in all_nodes(quantized.graph) if node.op_type == "GatherBlockQuantized")
     if count + gathers == 0:
@@ -500,6 +505,7 @@ def int4_weight(model_path: Path, out_path: Path, *, workdir: Path, exclude_node
              "gather_block_quantized_nodes": gathers, "gemm_rewritten": rewritten}
     if accuracy_level is not None:
         notes["accuracy_level"] = accuracy_level  # int8 activations in MatMulNBits
+        notes["merged_matmulnbits"] = merged  # nodes that each replace MatMulNBits sharing an input
     if opset != original_opset:
         notes["opset_converted"] = [original_opset, opset]
     if "Gather" not in op_types:
