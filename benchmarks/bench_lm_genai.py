@@ -170,10 +170,13 @@ def main() -> None:
     if not (work / "hf").is_dir():
         build(work / "hf")
     edgeward_build_s = genai_build_s = None
+    edgeward_steps = "export + int4"
     if not (work / "edgeward-int4").is_dir():
         started = time.perf_counter()
         if not (work / "fp32").is_dir():  # an earlier run's export is reused: quantize is what changes
             export(str(work / "hf"), "onnx", work / "fp32")
+        else:
+            edgeward_steps = "int4; the export reused"
         quantize(work / "fp32", "int4-weight", work / "edgeward-int4", block_size=BLOCK)
         edgeward_build_s = round(time.perf_counter() - started, 1)
     if not (work / "genai-int4" / "genai_config.json").is_file():
@@ -231,7 +234,7 @@ def main() -> None:
                      f"{row['ttft_ratio']:.2f}x | {row['load_before'][0]:.2f} / {row['load_after'][0]:.2f} |")
     lines += ["", *(f"- {ratio}: {top} / {bottom}: {what}" for ratio, (top, bottom, what) in RATIOS.items()),
               "", f"model size: Edgeward {sizes['edgeward']} MB, genai {sizes['genai']} MB; build time (s): Edgeward "
-              f"{edgeward_build_s} (export + int4), genai builder {genai_build_s} (None: built by an earlier run)",
+              f"{edgeward_build_s} ({edgeward_steps}), genai builder {genai_build_s} (None: built by an earlier run)",
               f"Qwen2-style decoder (hidden 512, 8 layers, vocab 32000, random weights), {PROMPT_TOKENS}-token prompt, "
               f"{NEW_TOKENS} new tokens, int4 block {BLOCK}; medians of {ROUNDS} rounds, each measurement in a fresh "
               f"process (the median of {TIMED_RUNS} runs after one warm-up), the four taking turns, each round starting with the next "
