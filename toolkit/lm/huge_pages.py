@@ -3,9 +3,10 @@
 Decoding reads every prepacked weight once a token, and with 4 KiB pages that is thousands of TLB
 entries walked a token. `madvise(MADV_COLLAPSE)` (Linux 6.1+) copies a resident 2 MiB-aligned range
 into one huge page in place, its contents unchanged. On the 55M model of benchmarks/bench_lm_genai.py,
-22-28 MiB of what a session loads lies in such ranges (the rest in mappings under 2 MiB); in paired
-in-process runs the collapsed session decoded 4-8% faster at 1 thread and about 3% at 2 (the same A/B
-without the collapse, 1.00-1.04x).
+22-28 MiB of what a session loads lies in such ranges (the rest in mappings under 2 MiB). In paired
+in-process runs (two sessions of the model, the second collapsed, 40 rounds) it decoded 1.04-1.08x as
+fast at 1 thread and 0.99-1.03x at 2, where the same A/B without the collapse read 1.00-1.04x and
+0.99-1.00x: a gain of a few percent, near this machine's noise.
 
 Only anonymous memory mapped while the session loaded is collapsed, and of it only the 2 MiB blocks at
 least 90% resident (mincore): collapsing fills a block's missing pages, and a thread's mostly unused
