@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
+import mmap
 import threading
 from pathlib import Path
 
@@ -73,7 +73,7 @@ def resident_huge_ranges(ranges: list[tuple[int, int]], page_size: int) -> list[
     import ctypes
 
     libc = c_library()
-    base_page = 4096
+    base_page = mmap.PAGESIZE
     blocks: list[tuple[int, int]] = []
     for start, end in ranges:
         low = -(-start // page_size) * page_size
@@ -113,7 +113,7 @@ def huge_pages_for_what_loads(background: bool = True):
 
     With `background` the collapse runs in a daemon thread and the body's caller goes on at once;
     otherwise it is done when the block exits."""
-    page_size = huge_page_size() if sys.platform.startswith("linux") else 0
+    page_size = huge_page_size()  # 0 off Linux: there is no /sys/kernel/mm
     if not page_size:
         yield
         return

@@ -17,6 +17,8 @@ import logging
 
 import numpy as np
 
+from toolkit.quantize.onnx_embeddings import opset_version
+
 logger = logging.getLogger(__name__)
 
 MERGED_ATTRIBUTES = ("K", "bits", "block_size", "accuracy_level")
@@ -35,19 +37,19 @@ def merge_shared_input_matmuls(model) -> int:
     for node in graph.node:
         for name in node.input:
             readers[name] = readers.get(name, 0) + 1
-    groups: dict[tuple, list] = {}
+    groups: dict[tuple, list] = {}  # (input, K, bits, block size, accuracy level) -> [(node, its attributes)]
     for node in graph.node:
         if mergeable(node, initializers, readers):
             attributes = {item.name: helper.get_attribute_value(item) for item in node.attribute}
             key = (node.input[0], *(attributes.get(name) for name in MERGED_ATTRIBUTES))
-            groups.setdefault(key, []).append(node)
-    opset = next((item.version for item in model.opset_import if item.domain in ("", "ai.onnx")), 0)
+            groups.setdefault(key, []).append((node, attributes))
+    opset = opset_version(model)
     replaced: dict[int, list] = {}  # id of a group's first node -> the merged node and its Split
     removed: set[int] = set()
-    for group in (nodes for nodes in groups.values() if len(nodes) > 1):
-        attributes = {item.name: helper.get_attribute_value(item) for item in group[0].attribute}
-        widths = [next(helper.get_attribute_value(item) for item in node.attribute if item.name == "N")
-                  for node in group]
+    for members in (entries for entries in groups.values() if len(entries) > 1):
+        group = [node for node, _ in members]
+        attributes = members[0][1]
+        widths = [node_attributes["N"] for _, node_attributes in members]
         name = f"{group[0].name or group[0].output[0]}/merged"
         stacked = []
         for index, suffix in ((1, "weight"), (2, "scales")):

@@ -489,7 +489,7 @@ def int4_weight(model_path: Path, out_path: Path, *, workdir: Path, exclude_node
         quantizer.process()
     quantized = quantizer.model.model
     merged = 0
-    if accuracy_level is not None:  # a decoder's gate and up projections: one MatMulNBits a layer
+    if accuracy_level is not None:  # a decoder's gate and up (q, k and v) projections: one MatMulNBits each
         from toolkit.lm.onnx_merged_matmuls import merge_shared_input_matmuls
 
         merged = merge_shared_input_matmuls(quantized)
