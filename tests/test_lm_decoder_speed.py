@@ -121,6 +121,25 @@ def test_reset_all_logits_and_returned_logits_are_the_callers(folders):
     np.testing.assert_allclose(again_logits, first_logits, atol=1e-4)
 
 
+def test_uncopied_logits_are_the_bound_buffers_row_and_read_as_the_copies(folders):
+    """copy=False hands out one view of the logits buffer, made where it is bound (CacheBuffers.bind_step),
+    which each step refills: greedy decoding through it picks what the copies pick."""
+    decoder = open_decoder(folders["int4"])
+    prompt = prompt_of(decoder)
+    copied_logits, copied_tokens = greedy(decoder, prompt)
+    decoder.reset()
+    token = int(decoder.forward(prompt, copy=False).argmax())
+    tokens, views = [token], []
+    for step in range(STEPS):
+        view = decoder.forward([token], copy=False)
+        np.testing.assert_allclose(view, copied_logits[step + 1], atol=1e-4)
+        assert np.shares_memory(view, decoder.cache.logits)
+        views.append(view)
+        token = int(view.argmax())
+        tokens.append(token)
+    assert tokens == copied_tokens
+    assert all(view is views[0] for view in views)  # not a new view a step
+
 def test_optimum_graphs_keep_the_plain_loop(folders):
     decoder = open_decoder(folders["optimum"])
     assert not decoder.shares_buffer and decoder.cache is None
