@@ -216,7 +216,7 @@ def main() -> None:
         per_round = sorted(a["decode_tokens_per_s"] / b["decode_tokens_per_s"]
                            for a, b in zip(measured["edgeward"], measured["genai"], strict=True))
         row["decode_ratio_quartiles"] = [round(statistics.quantiles(per_round, n=4)[i], 3) for i in (0, 2)]
-        row["decode_rounds_ahead"] = sum(ratio >= 1 for ratio in per_round)  # rounds where Edgeward was faster
+        row["decode_rounds_ahead"] = sum(value >= 1 for value in per_round)  # rounds where Edgeward was faster
         row["ttft_ratio"] = round(row["edgeward"]["ttft_ms"] / row["genai"]["ttft_ms"], 3)
         rows.append(row)
     sizes = {"edgeward": folder_mb(work / "edgeward-int4", "model.onnx*"),

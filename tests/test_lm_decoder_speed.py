@@ -140,6 +140,7 @@ def test_uncopied_logits_are_the_bound_buffers_row_and_read_as_the_copies(folder
     assert tokens == copied_tokens
     assert all(view is views[0] for view in views)  # not a new view a step
 
+
 def test_optimum_graphs_keep_the_plain_loop(folders):
     decoder = open_decoder(folders["optimum"])
     assert not decoder.shares_buffer and decoder.cache is None

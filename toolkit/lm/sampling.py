@@ -27,7 +27,7 @@ class Sampling:
 
 def next_token(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:
     if sampling.temperature == 0:
-        return int(logits.argmax())  # the float64 copy below would pick the same index; the method: see KvDecoder.forward
+        return int(logits.argmax())  # the same index as the float64 copy below; why the method: KvDecoder.forward
     logits = np.asarray(logits, dtype=np.float64)
     scaled = logits / sampling.temperature
     order = np.argsort(-scaled, kind="stable")
